@@ -1,0 +1,231 @@
+"""City observations: FIWARE Smart Data Models in keyValues form (docs/EVENTS.md).
+
+The NGSI-LD normalised form (`{"type": "Property", "value": 62.4}`) and NGSI v2's
+(`{"type": "Number", "value": 62.4}`) are unwrapped to keyValues before validation.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from models.common import (
+    Concentration,
+    EventTime,
+    Measurement,
+    NonEmptyStr,
+    Ratio,
+    event_config,
+)
+from models.errors import InvalidEvent, reason_from
+
+__all__ = [
+    "MODELS",
+    "AirQualityObserved",
+    "CityObservation",
+    "FloodMonitoring",
+    "NoiseLevelObserved",
+    "Streetlight",
+    "TrafficFlowObserved",
+    "WaterQualityObserved",
+    "WeatherObserved",
+    "entity_key",
+    "event_id",
+    "normalise",
+    "parse",
+]
+
+
+def _geometry(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise PydanticCustomError("geojson", "expected a GeoJSON geometry object")
+    coordinates = value.get("coordinates")
+    if not isinstance(coordinates, list):
+        raise PydanticCustomError("geojson", "GeoJSON geometry needs a coordinates list")
+    if value["type"] == "Point":
+        if len(coordinates) not in (2, 3) or not all(
+            isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c)
+            for c in coordinates
+        ):
+            raise PydanticCustomError("geojson", "Point coordinates must be [longitude, latitude]")
+        longitude, latitude = coordinates[0], coordinates[1]
+        if not (-180 <= longitude <= 180 and -90 <= latitude <= 90):
+            raise PydanticCustomError(
+                "geojson", "Point coordinates out of range: [longitude, latitude] expected"
+            )
+    return value
+
+
+Geometry = Annotated[dict[str, Any], BeforeValidator(_geometry)]
+
+
+def _power_state(value: Any) -> Any:
+    # The Smart Data Model says "on"/"off"; downstream wants a number to aggregate.
+    if isinstance(value, str) and value.lower() in ("on", "off"):
+        return 1.0 if value.lower() == "on" else 0.0
+    if isinstance(value, bool):
+        return float(value)
+    return value
+
+
+PowerState = Annotated[Measurement, BeforeValidator(_power_state)]
+
+
+class CityObservation(BaseModel):
+    """Fields every city observation has; subclasses add their measurements."""
+
+    model_config = event_config
+
+    #: Attributes of which at least one must be present.
+    MEASUREMENTS: ClassVar[tuple[str, ...]] = ()
+    #: Where the event time may come from instead of dateObserved.
+    TIME_FALLBACKS: ClassVar[tuple[str, ...]] = ()
+
+    id: NonEmptyStr | None = None
+    type: str
+    refDevice: NonEmptyStr
+    dateObserved: EventTime
+    areaServed: str | None = None
+    location: Geometry | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _time_from_fallback(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "dateObserved" not in data:
+            for name in cls.TIME_FALLBACKS:
+                if name in data:
+                    return {**data, "dateObserved": data[name]}
+        return data
+
+    @model_validator(mode="after")
+    def _has_a_measurement(self) -> CityObservation:
+        if all(getattr(self, name) is None for name in self.MEASUREMENTS):
+            raise ValueError(
+                f"at least one measurement is required: one of {', '.join(self.MEASUREMENTS)}"
+            )
+        return self
+
+    @property
+    def event_time(self) -> datetime:
+        return self.dateObserved
+
+
+class AirQualityObserved(CityObservation):
+    MEASUREMENTS = ("pm25", "pm10", "no2", "o3", "co", "so2", "airQualityIndex",
+                    "temperature", "relativeHumidity")
+    type: Literal["AirQualityObserved"]
+    pm25: Concentration | None = None
+    pm10: Concentration | None = None
+    no2: Concentration | None = None
+    o3: Concentration | None = None
+    co: Concentration | None = Field(None, description="mg/m³")
+    so2: Concentration | None = None
+    airQualityIndex: Concentration | None = None
+    temperature: Measurement | None = None
+    relativeHumidity: Ratio | None = None
+
+
+class WaterQualityObserved(CityObservation):
+    MEASUREMENTS = ("pH", "conductivity", "turbidity", "temperature")
+    type: Literal["WaterQualityObserved"]
+    pH: Measurement | None = None
+    conductivity: Measurement | None = None
+    turbidity: Measurement | None = None
+    temperature: Measurement | None = None
+
+
+class TrafficFlowObserved(CityObservation):
+    MEASUREMENTS = ("intensity", "occupancy", "averageVehicleSpeed")
+    TIME_FALLBACKS = ("dateObservedTo",)
+    type: Literal["TrafficFlowObserved"]
+    intensity: Measurement | None = None
+    occupancy: Ratio | None = None
+    averageVehicleSpeed: Measurement | None = Field(None, description="km/h")
+
+
+class NoiseLevelObserved(CityObservation):
+    MEASUREMENTS = ("LAeq", "LAmax")
+    TIME_FALLBACKS = ("dateObservedTo",)
+    type: Literal["NoiseLevelObserved"]
+    LAeq: Measurement | None = Field(None, description="dB(A)")
+    LAmax: Measurement | None = Field(None, description="dB(A)")
+
+
+class FloodMonitoring(CityObservation):
+    MEASUREMENTS = ("currentLevel", "alertLevel", "dangerLevel")
+    TIME_FALLBACKS = ("observationDateTime",)
+    type: Literal["FloodMonitoring"]
+    currentLevel: Measurement | None = Field(None, description="m")
+    alertLevel: Measurement | None = Field(None, description="m")
+    dangerLevel: Measurement | None = Field(None, description="m")
+
+
+class WeatherObserved(CityObservation):
+    MEASUREMENTS = ("precipitation", "windSpeed", "temperature")
+    type: Literal["WeatherObserved"]
+    precipitation: Measurement | None = None
+    windSpeed: Measurement | None = None
+    temperature: Measurement | None = None
+
+
+class Streetlight(CityObservation):
+    MEASUREMENTS = ("powerState", "powerConsumption")
+    type: Literal["Streetlight"]
+    powerState: PowerState | None = Field(None, description='"on"/"off" stored as 1/0')
+    powerConsumption: Measurement | None = None
+
+
+MODELS: dict[str, type[CityObservation]] = {
+    model.model_fields["type"].annotation.__args__[0]: model  # type: ignore[union-attr]
+    for model in (AirQualityObserved, WaterQualityObserved, TrafficFlowObserved,
+                  NoiseLevelObserved, FloodMonitoring, WeatherObserved, Streetlight)
+}
+
+
+def _unwrap(value: Any) -> Any:
+    """One NGSI attribute to its keyValues value."""
+    if isinstance(value, dict) and isinstance(value.get("type"), str):
+        if "value" in value:
+            inner = value["value"]
+            # NGSI-LD typed literal: {"@type": "DateTime", "@value": "…"}
+            if isinstance(inner, dict) and "@value" in inner:
+                return inner["@value"]
+            return inner
+        if value["type"] == "Relationship" and "object" in value:
+            return value["object"]
+    return value
+
+
+def normalise(obj: dict[str, Any]) -> dict[str, Any]:
+    """NGSI-LD / NGSI v2 normalised form to keyValues; keyValues passes through."""
+    return {key: _unwrap(value) for key, value in obj.items()}
+
+
+def parse(obj: Any, context: dict[str, Any]) -> CityObservation:
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"expected a JSON object, got {type(obj).__name__}")
+    obj = normalise(obj)
+    model = MODELS.get(obj.get("type"))  # type: ignore[arg-type]
+    if model is None:
+        got = obj.get("type")
+        raise InvalidEvent(
+            f"type: {'field required' if got is None else f'unknown type {got!r}'}; "
+            f"expected one of {', '.join(MODELS)}",
+            field="type",
+        )
+    try:
+        return model.model_validate(obj, context=context)
+    except ValidationError as exc:
+        raise reason_from(exc) from None
+
+
+def entity_key(event: CityObservation) -> str:
+    return event.refDevice
+
+
+def event_id(event: CityObservation) -> str | None:
+    return event.id

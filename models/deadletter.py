@@ -1,0 +1,42 @@
+"""The record written to `ioc.deadletter` for every rejected message or array element."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DeadLetter", "DeadLetterError"]
+
+DeadLetterError = Literal["json", "schema", "too_large", "late"]
+
+
+class DeadLetter(BaseModel):
+    """Enough to find the original message, see what was wrong, and resend it fixed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None = Field(description="Message key as UTF-8 text (undecodable bytes escaped).")
+    element: int | None = Field(
+        None, description="Index in a JSON array message; null when the whole message is rejected."
+    )
+    raw: str = Field(
+        description="Base64 of the original message bytes, or of the rejected array element."
+    )
+    error: DeadLetterError
+    reason: str = Field(description="Human-readable, naming the field path.")
+    field: str | None = Field(None, description="Path of the first offending field, if any.")
+    family: str
+    rejected_at: datetime
+
+    @staticmethod
+    def encode(raw: bytes) -> str:
+        return base64.b64encode(raw).decode("ascii")
+
+    def original(self) -> bytes:
+        return base64.b64decode(self.raw)

@@ -1,0 +1,207 @@
+"""`ioc` — the command line: broker, worker, simulate, demo, schema export."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from streams.settings import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("ioc")
+
+
+def _with(settings: Settings, section: str, **changes: object) -> Settings:
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if not changes:
+        return settings
+    updated = getattr(settings, section).model_copy(update=changes)
+    return settings.model_copy(update={section: updated})
+
+
+def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
+    from models import FAMILIES
+
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, family in FAMILIES.items():
+        path = out / f"{name}.schema.json"
+        path.write_bytes(orjson.dumps(family.json_schema(), option=orjson.OPT_INDENT_2))
+        print(path)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.broker import EmbeddedBroker
+
+    settings = _with(settings, "broker", port=args.port)
+    broker = EmbeddedBroker(settings.broker.host, settings.broker.port, log=None)
+    broker.start(settings.broker.start_timeout_s)
+    print(f"embedded Tansu broker on {broker.bootstrap} (memory only; Ctrl-C stops it)",
+          flush=True)
+    stop = _stop_on_signals()
+    while not stop.is_set() and broker.wait_for(0.2) is None:
+        pass
+    broker.stop()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams import topics
+    from streams.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(settings.kafka, topics.ALL))
+    print("\n".join(topics.ALL))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from streams.app import create_app
+
+    settings = _with(settings, "web", port=args.web_port)
+    asyncio.run(_prepare_topics(settings))
+    app = create_app(settings)
+    level = settings.log_level
+
+    @app.task
+    async def restore_root_log_level() -> None:
+        # Faust's worker sets the root logger to DEBUG for its spinner at some levels;
+        # every library debug call would then build a record.
+        logging.getLogger().setLevel(level.upper())
+
+    worker = faust.Worker(app, loglevel=level, quiet=True)
+    worker.execute_from_commandline()
+    return 0  # pragma: no cover - execute_from_commandline exits
+
+
+async def _prepare_topics(settings: Settings) -> None:
+    from streams import topics
+    from streams.kafka import ensure_topics
+
+    # Topics get explicit configs; Faust would create them without (docs/BROKERS.md).
+    await ensure_topics(settings.kafka, topics.ALL)
+    # Faust creates its leader topic after joining the group, and the metadata change
+    # then costs a second join (≈ half the session timeout): create it first.
+    await ensure_topics(settings.kafka, [topics.faust_leader(settings.app_id)], partitions=1)
+
+
+def _simulation(args: argparse.Namespace) -> object:
+    from streams.simulate import Simulation
+
+    return Simulation(
+        seed=args.seed, start=datetime.now(UTC), rate=args.rate, duration=args.duration,
+        bad_share=args.bad_share,
+    )
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.kafka import client_options
+    from streams.simulate import run
+
+    async def simulate() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        return await run(
+            _simulation(args), client_options(settings.kafka),
+            manifest=args.manifest, record=args.record, stop=stop,
+        )
+
+    sent = asyncio.run(simulate())
+    print(f"sent {sent} messages", flush=True)
+    return 0
+
+
+def _stop_on_signals() -> _Flag:
+    flag = _Flag()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: flag.set())
+    return flag
+
+
+class _Flag:
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(settings, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ioc", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    broker = commands.add_parser("broker", help="run the embedded Tansu broker (memory only)")
+    broker.add_argument("--port", type=int, help="default: IOC_BROKER__PORT (9092)")
+    broker.set_defaults(run=cmd_broker)
+
+    worker = commands.add_parser("worker", help="run the stream processor (Faust worker)")
+    worker.add_argument("--web-port", type=int, help="default: IOC_WEB__PORT (6066)")
+    worker.set_defaults(run=cmd_worker)
+
+    topics = commands.add_parser("topics", help="create the project's topics if missing")
+    topics.set_defaults(run=cmd_topics)
+
+    def simulation_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--rate", type=float, default=200.0, help="messages per second")
+        command.add_argument("--seed", type=int, default=1)
+        command.add_argument("--bad-share", type=float, default=0.01,
+                             help="share of deliberately malformed messages")
+        command.add_argument("--manifest", type=Path,
+                             help="write the injected incidents (ground truth) as JSON")
+        command.add_argument("--record", type=Path,
+                             help="also write every message as JSONL (topic, key, value)")
+
+    simulate = commands.add_parser("simulate", help="produce realistic provincial traffic")
+    simulation_options(simulate)
+    simulate.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C)")
+    simulate.set_defaults(run=cmd_simulate)
+
+    demo = commands.add_parser("demo", help="broker + worker + simulator in one process tree")
+    simulation_options(demo)
+    demo.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C)")
+    demo.set_defaults(run=cmd_demo)
+
+    schema = commands.add_parser("schema", help="JSON Schemas of the wire contract")
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True)
+    export = schema_commands.add_parser("export", help="write one JSON Schema file per family")
+    export.add_argument("dir")
+    export.set_defaults(run=cmd_schema_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.run(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The one settings object. Nothing else in the project reads the environment.
+
+Priority: arguments > environment (`IOC_` prefix, nested with `__`, e.g.
+`IOC_KAFKA__BOOTSTRAP=broker:9092`) > `.env` file > defaults. Build it once at
+start-up with `Settings()` and pass it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["BrokerSettings", "IngestSettings", "KafkaSettings", "Settings", "WebSettings"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+    # Group join and rebalance pause for about half the session timeout; Faust's 60 s
+    # default means a 30 s wait at every start (measured, see docs/BROKERS.md).
+    session_timeout_s: float = Field(10.0, gt=0)
+    heartbeat_interval_s: float = Field(3.0, gt=0)
+    # Faust hard-codes 1.5 s and some brokers hold every fetch for the full wait.
+    fetch_max_wait_ms: int = Field(50, ge=0, le=30_000)
+    commit_interval_s: float = Field(1.0, gt=0)
+    partitions: int = Field(4, ge=1, description="Partitions for topics the processor creates.")
+    replication_factor: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(f"{self.security_protocol} needs sasl_username and sasl_password")
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ValueError("heartbeat_interval_s must be at most a third of session_timeout_s")
+        return self
+
+
+class IngestSettings(_Section):
+    max_message_bytes: int = Field(1_000_000, gt=0, description="Larger messages: `too_large`.")
+    max_future_s: float = Field(300.0, ge=0, description="Tolerated clock skew of event times.")
+    dedup_horizon_s: float = Field(3600.0, ge=0, description="How long an event id is remembered.")
+    dedup_max_ids: int = Field(200_000, ge=0, description="Bound on remembered ids per family.")
+
+
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(6066, ge=0, le=65535)
+
+
+class BrokerSettings(_Section):
+    """The embedded Tansu broker (`ioc broker`, `ioc demo`): memory only, for demos and tests."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9092, ge=1, le=65535)
+    start_timeout_s: float = Field(20.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IOC_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    app_id: str = Field("ioc-streams", description="Consumer group and internal topic prefix.")
+    data_dir: Path = Field(Path(".ioc-data"), description="Local state (Faust tables).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    kafka: KafkaSettings = KafkaSettings()
+    ingest: IngestSettings = IngestSettings()
+    web: WebSettings = WebSettings()
+    broker: BrokerSettings = BrokerSettings()

@@ -1,0 +1,1 @@
+"""Faust agents, one module per stage; each only does I/O around a pure core."""
