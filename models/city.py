@@ -209,11 +209,11 @@ def parse(obj: Any, context: dict[str, Any]) -> CityObservation:
     if not isinstance(obj, dict):
         raise InvalidEvent(f"expected a JSON object, got {type(obj).__name__}")
     obj = normalise(obj)
-    model = MODELS.get(obj.get("type"))  # type: ignore[arg-type]
+    tag = obj.get("type")
+    model = MODELS.get(tag) if isinstance(tag, str) else None
     if model is None:
-        got = obj.get("type")
         raise InvalidEvent(
-            f"type: {'field required' if got is None else f'unknown type {got!r}'}; "
+            f"type: {'field required' if tag is None else f'unknown type {tag!r}'}; "
             f"expected one of {', '.join(MODELS)}",
             field="type",
         )

@@ -93,11 +93,11 @@ MODELS: dict[str, type[DossierEvent] | type[FeedbackEvent]] = {
 def parse(obj: Any, context: dict[str, Any]) -> ServiceEvent:
     if not isinstance(obj, dict):
         raise InvalidEvent(f"expected a JSON object, got {type(obj).__name__}")
-    model = MODELS.get(obj.get("kind"))  # type: ignore[arg-type]
+    tag = obj.get("kind")
+    model = MODELS.get(tag) if isinstance(tag, str) else None
     if model is None:
-        got = obj.get("kind")
         raise InvalidEvent(
-            f"kind: {'field required' if got is None else f'unknown kind {got!r}'}; "
+            f"kind: {'field required' if tag is None else f'unknown kind {tag!r}'}; "
             "expected dossier or feedback",
             field="kind",
         )
