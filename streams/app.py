@@ -79,4 +79,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(app.metrics.registry), content_type=METRICS_CONTENT_TYPE)
 
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        """200 once partitions are assigned and no rebalance is under way, else 503."""
+        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+        ready = bool(assigned) and not app.rebalancing
+        return web.json(
+            {"status": "ok" if ready else "starting", "assigned": assigned},
+            status=200 if ready else 503,
+        )
+
     return app

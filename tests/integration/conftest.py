@@ -1,0 +1,129 @@
+"""Real servers for integration tests, started once per session on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.broker import EmbeddedBroker, free_port
+
+
+@pytest.fixture(scope="session")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = (tmp_path_factory.mktemp("broker") / "broker.log").open("wb")
+    with EmbeddedBroker(port=free_port(), log=log) as broker:
+        yield broker.bootstrap
+    log.close()
+
+
+class Worker:
+    """An `ioc worker` process with its own consumer group and web port."""
+
+    def __init__(self, bootstrap: str, directory: Path, **env: str) -> None:
+        self.app_id = f"it-{uuid.uuid4().hex[:8]}"
+        self.web_port = free_port()
+        self.log_path = directory / f"{self.app_id}.log"
+        self.env = {
+            **os.environ, "IOC_KAFKA__BOOTSTRAP": bootstrap, "IOC_APP_ID": self.app_id,
+            "IOC_WEB__PORT": str(self.web_port), "IOC_DATA_DIR": str(directory / self.app_id),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.web_port}{path}"
+
+    def start(self, timeout: float = 60.0) -> Worker:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"], env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(self.url("/health"), timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready in {timeout} s: {self.log_path}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session")
+def worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    running = Worker(bootstrap, tmp_path_factory.mktemp("worker")).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A marker that makes this test's keys and ids its own."""
+    return uuid.uuid4().hex[:10]
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]
+                  ) -> list[tuple[int, int]]:
+    """Produce and return each message's (partition, offset)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        return [(meta.partition, meta.offset) for meta in [await f for f in futures]]
+    finally:
+        await producer.stop()
+
+
+async def consume(bootstrap: str, topic: str, keep: Callable[[Any], bool],
+                  until: Callable[[list[Any]], bool], timeout: float = 30.0) -> list[Any]:
+    """Read `topic` from the beginning, keeping records for which `keep` holds,
+    until `until(kept)` holds; then read one more second to catch extras."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches metadata so the partitions are known
+        partitions = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        await consumer.seek_to_beginning()
+        kept: list[Any] = []
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while time.monotonic() < (settle_until or deadline):
+            batches = await consumer.getmany(timeout_ms=200)
+            kept += [r for records in batches.values() for r in records if keep(r)]
+            if settle_until is None and until(kept):
+                settle_until = time.monotonic() + 1.0
+        return kept
+    finally:
+        await consumer.stop()
