@@ -43,7 +43,7 @@ class EventFamily:
             schema = self.models[0].model_json_schema(by_alias=True)
         else:
             discriminator = "type" if self.name == "city" else "kind"
-            union = Annotated[Union[self.models], Field(discriminator=discriminator)]  # noqa: UP007
+            union = Annotated[Union[self.models], Field(discriminator=discriminator)]  # type: ignore[name-defined]  # noqa: UP007
             schema = TypeAdapter(union).json_schema(by_alias=True)
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["title"] = f"ioc-streams {self.name} event (wire contract v1)"
@@ -55,11 +55,17 @@ FAMILIES: dict[str, EventFamily] = {
         "city", city.parse, city.entity_key, city.event_id, tuple(city.MODELS.values())
     ),
     "services": EventFamily(
-        "services", services.parse, services.entity_key, services.event_id,
+        "services",
+        services.parse,
+        services.entity_key,
+        services.event_id,
         tuple(services.MODELS.values()),
     ),
     "security": EventFamily(
-        "security", security.parse, security.entity_key, security.event_id,
+        "security",
+        security.parse,
+        security.entity_key,
+        security.event_id,
         (security.SecurityEvent,),
     ),
 }

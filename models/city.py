@@ -115,8 +115,17 @@ class CityObservation(BaseModel):
 
 
 class AirQualityObserved(CityObservation):
-    MEASUREMENTS = ("pm25", "pm10", "no2", "o3", "co", "so2", "airQualityIndex",
-                    "temperature", "relativeHumidity")
+    MEASUREMENTS = (
+        "pm25",
+        "pm10",
+        "no2",
+        "o3",
+        "co",
+        "so2",
+        "airQualityIndex",
+        "temperature",
+        "relativeHumidity",
+    )
     type: Literal["AirQualityObserved"]
     pm25: Concentration | None = None
     pm10: Concentration | None = None
@@ -181,8 +190,15 @@ class Streetlight(CityObservation):
 
 MODELS: dict[str, type[CityObservation]] = {
     model.model_fields["type"].annotation.__args__[0]: model  # type: ignore[union-attr]
-    for model in (AirQualityObserved, WaterQualityObserved, TrafficFlowObserved,
-                  NoiseLevelObserved, FloodMonitoring, WeatherObserved, Streetlight)
+    for model in (
+        AirQualityObserved,
+        WaterQualityObserved,
+        TrafficFlowObserved,
+        NoiseLevelObserved,
+        FloodMonitoring,
+        WeatherObserved,
+        Streetlight,
+    )
 }
 
 

@@ -58,7 +58,8 @@ def _parse_time(value: Any) -> datetime:
         if value < _YEAR_2000_MS:
             # The commonest producer mistake: seconds where milliseconds are expected.
             raise PydanticCustomError(
-                "time_value", "epoch milliseconds expected (got {value}, which looks like seconds)",
+                "time_value",
+                "epoch milliseconds expected (got {value}, which looks like seconds)",
                 {"value": value},
             )
         return datetime.fromtimestamp(value / 1000, UTC)
@@ -71,7 +72,8 @@ def _parse_time(value: Any) -> datetime:
             ) from None
         if parsed.tzinfo is None:
             raise PydanticCustomError(
-                "time_offset", "time {value} has no UTC offset (add Z or +07:00)",
+                "time_offset",
+                "time {value} has no UTC offset (add Z or +07:00)",
                 {"value": repr(value)},
             )
         return parsed.astimezone(UTC)
@@ -128,7 +130,8 @@ Concentration = Annotated[
     Measurement, AfterValidator(_non_negative), WithJsonSchema({"type": "number", "minimum": 0})
 ]
 Ratio = Annotated[
-    Measurement, AfterValidator(_ratio),
+    Measurement,
+    AfterValidator(_ratio),
     WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1}),
 ]
 NonEmptyStr = Annotated[str, Field(min_length=1, strict=True)]

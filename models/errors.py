@@ -1,8 +1,9 @@
 """Why an event is rejected, in words an integrator can act on.
 
-    InvalidEvent          one event (or a whole message) breaks the contract
-      .error              machine-readable kind: json | schema | too_large | late
-      .reason             human-readable, naming the field path: "pm25: value is not a finite number"
+InvalidEvent          one event (or a whole message) breaks the contract
+  .error              machine-readable kind: json | schema | too_large | late
+  .reason             human-readable, naming the field path:
+                      "pm25: value is not a finite number"
 """
 
 from __future__ import annotations

@@ -22,9 +22,25 @@ __all__ = ["CATEGORIES", "SecurityEvent", "entity_key", "event_id", "nest_dotted
 
 #: ECS allowed values of event.category.
 CATEGORIES = (
-    "api", "authentication", "configuration", "database", "driver", "file", "host", "iam",
-    "intrusion_detection", "library", "malware", "network", "package", "process", "registry",
-    "session", "threat", "vulnerability", "web",
+    "api",
+    "authentication",
+    "configuration",
+    "database",
+    "driver",
+    "file",
+    "host",
+    "iam",
+    "intrusion_detection",
+    "library",
+    "malware",
+    "network",
+    "package",
+    "process",
+    "registry",
+    "session",
+    "threat",
+    "vulnerability",
+    "web",
 )
 Category = Literal[CATEGORIES]  # type: ignore[valid-type]
 

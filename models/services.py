@@ -14,8 +14,15 @@ from pydantic import BaseModel, Field, ValidationError, computed_field, model_va
 from models.common import EventTime, NonEmptyStr, Timestamp, event_config
 from models.errors import InvalidEvent, reason_from
 
-__all__ = ["MODELS", "DossierEvent", "FeedbackEvent", "ServiceEvent", "entity_key", "event_id",
-           "parse"]
+__all__ = [
+    "MODELS",
+    "DossierEvent",
+    "FeedbackEvent",
+    "ServiceEvent",
+    "entity_key",
+    "event_id",
+    "parse",
+]
 
 DossierStatus = Literal[
     "received", "in_progress", "supplement_requested", "resolved", "returned", "cancelled"
@@ -39,8 +46,10 @@ class _Case(BaseModel):
     def _resolved_at_defaults_to_occurred_at(cls, data: Any) -> Any:
         # A "resolved" status event is the resolution itself when the producer
         # leaves resolved_at out.
-        if isinstance(data, dict) and data.get("status") == "resolved" and (
-            data.get("resolved_at") is None
+        if (
+            isinstance(data, dict)
+            and data.get("status") == "resolved"
+            and (data.get("resolved_at") is None)
         ):
             return {**data, "resolved_at": data.get("occurred_at")}
         return data

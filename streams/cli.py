@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,8 +46,7 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     settings = _with(settings, "broker", port=args.port)
     broker = EmbeddedBroker(settings.broker.host, settings.broker.port, log=None)
     broker.start(settings.broker.start_timeout_s)
-    print(f"embedded Tansu broker on {broker.bootstrap} (memory only; Ctrl-C stops it)",
-          flush=True)
+    print(f"embedded Tansu broker on {broker.bootstrap} (memory only; Ctrl-C stops it)", flush=True)
     stop = _stop_on_signals()
     while not stop.is_set() and broker.wait_for(0.2) is None:
         pass
@@ -104,7 +99,10 @@ def _simulation(args: argparse.Namespace) -> object:
     from streams.simulate import Simulation
 
     return Simulation(
-        seed=args.seed, start=datetime.now(UTC), rate=args.rate, duration=args.duration,
+        seed=args.seed,
+        start=datetime.now(UTC),
+        rate=args.rate,
+        duration=args.duration,
         bad_share=args.bad_share,
     )
 
@@ -119,8 +117,11 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         return await run(
-            _simulation(args), client_options(settings.kafka),
-            manifest=args.manifest, record=args.record, stop=stop,
+            _simulation(args),
+            client_options(settings.kafka),
+            manifest=args.manifest,
+            record=args.record,
+            stop=stop,
         )
 
     sent = asyncio.run(simulate())
@@ -170,12 +171,15 @@ def _parser() -> argparse.ArgumentParser:
     def simulation_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--rate", type=float, default=200.0, help="messages per second")
         command.add_argument("--seed", type=int, default=1)
-        command.add_argument("--bad-share", type=float, default=0.01,
-                             help="share of deliberately malformed messages")
-        command.add_argument("--manifest", type=Path,
-                             help="write the injected incidents (ground truth) as JSON")
-        command.add_argument("--record", type=Path,
-                             help="also write every message as JSONL (topic, key, value)")
+        command.add_argument(
+            "--bad-share", type=float, default=0.01, help="share of deliberately malformed messages"
+        )
+        command.add_argument(
+            "--manifest", type=Path, help="write the injected incidents (ground truth) as JSON"
+        )
+        command.add_argument(
+            "--record", type=Path, help="also write every message as JSONL (topic, key, value)"
+        )
 
     simulate = commands.add_parser("simulate", help="produce realistic provincial traffic")
     simulation_options(simulate)
@@ -198,8 +202,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return int(args.run(args, settings))
 
 

@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.request
 from datetime import UTC, datetime
-from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,7 +24,10 @@ from streams.settings import Settings
 __all__ = ["read_metrics", "run_demo"]
 
 
-def read_metrics(url: str, timeout: float = 2.0) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def read_metrics(url: str, timeout: float = 2.0) -> Samples:
     """Samples of a Prometheus /metrics page keyed by (name, sorted labels)."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
         text = response.read().decode()
@@ -36,7 +38,7 @@ def read_metrics(url: str, timeout: float = 2.0) -> dict[tuple[str, tuple[tuple[
     }
 
 
-def _summary(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> list[str]:
+def _summary(samples: Samples) -> list[str]:
     lines = []
     for (name, labels), value in sorted(samples.items()):
         if name.startswith("ioc_") and name.endswith("_total") and value:
@@ -64,20 +66,23 @@ def _stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> No
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.simulate import Simulation, run
+    from streams.simulate import Simulation
 
     logs = settings.data_dir / "demo"
     logs.mkdir(parents=True, exist_ok=True)
     metrics_url = f"http://{settings.web.host}:{settings.web.port}/metrics"
-    with (logs / "broker.log").open("wb") as broker_log, EmbeddedBroker(
-        settings.broker.host, settings.broker.port, log=broker_log
-    ) as broker:
+    with (
+        (logs / "broker.log").open("wb") as broker_log,
+        EmbeddedBroker(settings.broker.host, settings.broker.port, log=broker_log) as broker,
+    ):
         kafka = settings.kafka.model_copy(update={"bootstrap": broker.bootstrap})
         with (logs / "worker.log").open("wb") as worker_log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],
-                env=_child_env(settings, broker.bootstrap), stdout=worker_log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=_child_env(settings, broker.bootstrap),
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
             try:
                 print(
@@ -91,8 +96,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     flush=True,
                 )
                 simulation = Simulation(
-                    seed=args.seed, start=datetime.now(UTC), rate=args.rate,
-                    duration=args.duration, bad_share=args.bad_share,
+                    seed=args.seed,
+                    start=datetime.now(UTC),
+                    rate=args.rate,
+                    duration=args.duration,
+                    bad_share=args.bad_share,
                 )
                 started = time.monotonic()
                 sent = asyncio.run(_simulate(simulation, client_options(kafka), args, worker))
@@ -107,8 +115,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if worker.returncode in (0, -signal.SIGTERM) else 1
 
 
-async def _simulate(simulation: object, options: dict[str, object], args: argparse.Namespace,
-                    worker: subprocess.Popen[bytes]) -> int:
+async def _simulate(
+    simulation: object,
+    options: dict[str, object],
+    args: argparse.Namespace,
+    worker: subprocess.Popen[bytes],
+) -> int:
     from streams.simulate import run
 
     stop = asyncio.Event()
@@ -125,18 +137,18 @@ async def _simulate(simulation: object, options: dict[str, object], args: argpar
 
     watcher = asyncio.create_task(watch_worker())
     try:
-        return await run(simulation, options, manifest=args.manifest, record=args.record,
-                         stop=stop)
+        return await run(simulation, options, manifest=args.manifest, record=args.record, stop=stop)
     finally:
         stop.set()
         await watcher
 
 
-def _wait_for_ingest(url: str, sent: int, worker: subprocess.Popen[bytes],
-                     timeout: float) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def _wait_for_ingest(
+    url: str, sent: int, worker: subprocess.Popen[bytes], timeout: float
+) -> Samples:
     """Poll /metrics until ingest has read every message sent (or time runs out)."""
     deadline = time.monotonic() + timeout
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    samples: Samples = {}
     while time.monotonic() < deadline and worker.poll() is None:
         try:
             samples = read_metrics(url)

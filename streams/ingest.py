@@ -67,10 +67,14 @@ def process_message(
     """Validate one Kafka message: one event, or a JSON array validated element by element."""
     result = IngestResult()
     if len(raw) > settings.max_message_bytes:
-        result.rejected.append(Rejected(
-            None, raw, "too_large",
-            f"message is {len(raw)} bytes; the limit is {settings.max_message_bytes}",
-        ))
+        result.rejected.append(
+            Rejected(
+                None,
+                raw,
+                "too_large",
+                f"message is {len(raw)} bytes; the limit is {settings.max_message_bytes}",
+            )
+        )
         return result
     try:
         decoded = orjson.loads(raw)
@@ -84,9 +88,15 @@ def process_message(
             try:
                 result.accepted.append(_accept(family, element, context))
             except InvalidEvent as exc:
-                result.rejected.append(Rejected(
-                    index, orjson.dumps(element), exc.error, f"[{index}] {exc.reason}", exc.field
-                ))
+                result.rejected.append(
+                    Rejected(
+                        index,
+                        orjson.dumps(element),
+                        exc.error,
+                        f"[{index}] {exc.reason}",
+                        exc.field,
+                    )
+                )
     else:
         try:
             result.accepted.append(_accept(family, decoded, context))
@@ -96,8 +106,14 @@ def process_message(
 
 
 def dead_letter(
-    rejected: Rejected, *, family: str, topic: str, partition: int, offset: int,
-    key: bytes | None, now: datetime,
+    rejected: Rejected,
+    *,
+    family: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    now: datetime,
 ) -> bytes:
     """The `ioc.deadletter` record for one rejection, as JSON bytes."""
     record = DeadLetter(
@@ -107,7 +123,7 @@ def dead_letter(
         key=key.decode("utf-8", "backslashreplace") if key is not None else None,
         element=rejected.element,
         raw=DeadLetter.encode(rejected.raw),
-        error=rejected.error,  # type: ignore[arg-type]
+        error=rejected.error,
         reason=rejected.reason,
         field=rejected.field,
         family=family,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Iterable
 from typing import Any
@@ -56,16 +57,16 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(
-                name, partitions or kafka.partitions, kafka.replication_factor,
+                name,
+                partitions or kafka.partitions,
+                kafka.replication_factor,
                 topic_configs=TOPIC_CONFIG,
             )
             for name in names
             if name not in existing
         ]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was first
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another worker created them first
     finally:
         await admin.close()

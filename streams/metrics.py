@@ -15,20 +15,26 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.messages = Counter(
-            "ioc_ingest_messages", "Kafka messages read by ingest, by family.",
-            ["family"], registry=self.registry,
+            "ioc_ingest_messages",
+            "Kafka messages read by ingest, by family.",
+            ["family"],
+            registry=self.registry,
         )
         self.accepted = Counter(
-            "ioc_ingest_events_accepted", "Events validated and passed on, by family.",
-            ["family"], registry=self.registry,
+            "ioc_ingest_events_accepted",
+            "Events validated and passed on, by family.",
+            ["family"],
+            registry=self.registry,
         )
         self.rejected = Counter(
             "ioc_ingest_events_rejected",
             "Messages or array elements dead-lettered, by family and error.",
-            ["family", "error"], registry=self.registry,
+            ["family", "error"],
+            registry=self.registry,
         )
         self.duplicates = Counter(
             "ioc_ingest_duplicates_dropped",
             "Events dropped because their id was seen within the dedup horizon.",
-            ["family"], registry=self.registry,
+            ["family"],
+            registry=self.registry,
         )

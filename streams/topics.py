@@ -15,9 +15,7 @@ SOURCE: Final[dict[Family, str]] = {
 }
 
 #: Validated, normalised events, keyed by entity: the seam the window and rule stages read.
-VALIDATED: Final[dict[Family, str]] = {
-    family: f"ioc.{family}.validated" for family in FAMILIES
-}
+VALIDATED: Final[dict[Family, str]] = {family: f"ioc.{family}.validated" for family in FAMILIES}
 
 DEADLETTER: Final = "ioc.deadletter"
 AGGREGATES: Final = "ioc.aggregates"

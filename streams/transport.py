@@ -19,7 +19,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher.
-        consumer._fetch_max_wait_ms = self.app.settings.kafka.fetch_max_wait_ms
+        consumer._fetch_max_wait_ms = self.app.settings.kafka.fetch_max_wait_ms  # type: ignore[attr-defined]
         return consumer
 
 

@@ -16,13 +16,16 @@ from streams.ingest import RecentIds, dead_letter, process_message
 from streams.metrics import Metrics
 from streams.outbox import Outbox
 from streams.settings import Settings
-from streams.topics import DEADLETTER, FAMILIES, SOURCE, VALIDATED
+from streams.topics import DEADLETTER, FAMILIES, SOURCE, VALIDATED, Family
 
 __all__ = ["make_ingest", "register"]
 
 
 def make_ingest(
-    family: str, settings: Settings, metrics: Metrics, outbox: Outbox,
+    family: Family,
+    settings: Settings,
+    metrics: Metrics,
+    outbox: Outbox,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Callable[[Any], Awaitable[None]]:
     """The agent function for one family (named `ingest_<family>`)."""
@@ -46,8 +49,13 @@ def make_ingest(
                 accepted.inc()
             for rejected in result.rejected:
                 record = dead_letter(
-                    rejected, family=family, topic=message.topic, partition=message.partition,
-                    offset=message.offset, key=message.key, now=now,
+                    rejected,
+                    family=family,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    now=now,
                 )
                 await outbox.send(DEADLETTER, message.key, record)
                 metrics.rejected.labels(family, rejected.error).inc()
@@ -58,11 +66,14 @@ def make_ingest(
 
 def register(app: Any, settings: Settings, metrics: Metrics, outbox: Outbox) -> dict[str, Any]:
     """Declare one ingest agent per family on its source topic; returns them by family."""
-    agents = {}
+    agents: dict[str, Any] = {}
     for family in FAMILIES:
         source = app.topic(
-            SOURCE[family], key_type=bytes, value_type=bytes,
-            key_serializer="raw", value_serializer="raw",
+            SOURCE[family],
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
         )
         function = make_ingest(family, settings, metrics, outbox)
         agents[family] = app.agent(source, name=f"ingest_{family}")(function)

@@ -35,8 +35,11 @@ class Worker:
         self.web_port = free_port()
         self.log_path = directory / f"{self.app_id}.log"
         self.env = {
-            **os.environ, "IOC_KAFKA__BOOTSTRAP": bootstrap, "IOC_APP_ID": self.app_id,
-            "IOC_WEB__PORT": str(self.web_port), "IOC_DATA_DIR": str(directory / self.app_id),
+            **os.environ,
+            "IOC_KAFKA__BOOTSTRAP": bootstrap,
+            "IOC_APP_ID": self.app_id,
+            "IOC_WEB__PORT": str(self.web_port),
+            "IOC_DATA_DIR": str(directory / self.app_id),
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -47,8 +50,11 @@ class Worker:
     def start(self, timeout: float = 60.0) -> Worker:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -92,8 +98,9 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
-async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]
-                  ) -> list[tuple[int, int]]:
+async def produce(
+    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]
+) -> list[tuple[int, int]]:
     """Produce and return each message's (partition, offset)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
@@ -104,12 +111,18 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None,
         await producer.stop()
 
 
-async def consume(bootstrap: str, topic: str, keep: Callable[[Any], bool],
-                  until: Callable[[list[Any]], bool], timeout: float = 30.0) -> list[Any]:
+async def consume(
+    bootstrap: str,
+    topic: str,
+    keep: Callable[[Any], bool],
+    until: Callable[[list[Any]], bool],
+    timeout: float = 30.0,
+) -> list[Any]:
     """Read `topic` from the beginning, keeping records for which `keep` holds,
     until `until(kept)` holds; then read one more second to catch extras."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=100)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
     await consumer.start()
     try:
         await consumer.topics()  # fetches metadata so the partitions are known

@@ -29,8 +29,10 @@ async def test_valid_event_of_each_family_reaches_the_next_stage(bootstrap, work
     expected = {  # key, then fields of the normalised value (times in UTC)
         "city": (f"AQ-{unique}", {"dateObserved": "2026-11-26T03:00:00Z", "pm25": 62.4}),
         "services": (f"D-{unique}", {"due_at": "2026-11-27T10:00:00Z", "on_time": True}),
-        "security": (f"h-{unique}", {"@timestamp": "2026-11-26T03:01:02Z",
-                                     "host": {"name": f"h-{unique}"}}),
+        "security": (
+            f"h-{unique}",
+            {"@timestamp": "2026-11-26T03:01:02Z", "host": {"name": f"h-{unique}"}},
+        ),
     }
     for family, event in events.items():
         await produce(bootstrap, SOURCE[family], [(None, orjson.dumps(event))])
@@ -39,13 +41,19 @@ async def test_valid_event_of_each_family_reaches_the_next_stage(bootstrap, work
         value = orjson.loads(record.value)
         assert {name: value[name] for name in fields} == fields
     # The security event was produced without a key; it is re-keyed by host.name.
-    dead = await consume(bootstrap, DEADLETTER, lambda r: unique.encode() in r.value,
-                         until=lambda kept: False, timeout=2)
+    dead = await consume(
+        bootstrap,
+        DEADLETTER,
+        lambda r: unique.encode() in r.value,
+        until=lambda kept: False,
+        timeout=2,
+    )
     assert dead == []
 
 
 async def test_malformed_json_is_dead_lettered_with_its_bytes_and_position(
-        bootstrap, worker, unique):
+    bootstrap, worker, unique
+):
     raw = b'{"type": "AirQualityObserved", "pm25": 62.4,,}'
     key = f"gw-{unique}".encode()
     [(partition, offset)] = await produce(bootstrap, SOURCE["city"], [(key, raw)])
@@ -53,7 +61,10 @@ async def test_malformed_json_is_dead_lettered_with_its_bytes_and_position(
     letter = DeadLetter.model_validate_json(record.value)
     assert letter.original() == raw
     assert (letter.source_topic, letter.partition, letter.offset) == (
-        SOURCE["city"], partition, offset)
+        SOURCE["city"],
+        partition,
+        offset,
+    )
     assert letter.error == "json" and letter.reason.startswith("not valid JSON")
     assert letter.key == key.decode() and letter.element is None
 
@@ -67,20 +78,29 @@ async def test_schema_invalid_event_names_the_field(bootstrap, worker, unique):
     assert letter.error == "schema" and letter.field == "fee_vnd"
     assert letter.reason == "fee_vnd: input should be a valid integer"
     assert letter.original() == raw
-    assert await consume(bootstrap, VALIDATED["services"], keyed(key),
-                         until=lambda kept: False, timeout=2) == []
+    assert (
+        await consume(
+            bootstrap, VALIDATED["services"], keyed(key), until=lambda kept: False, timeout=2
+        )
+        == []
+    )
 
 
 async def test_array_with_one_bad_element(bootstrap, worker, unique):
     key = f"gw-{unique}".encode()
-    good = [air_quality(refDevice=f"AQ1-{unique}", id=f"1-{unique}"),
-            air_quality(refDevice=f"AQ3-{unique}", id=f"3-{unique}")]
+    good = [
+        air_quality(refDevice=f"AQ1-{unique}", id=f"1-{unique}"),
+        air_quality(refDevice=f"AQ3-{unique}", id=f"3-{unique}"),
+    ]
     bad = air_quality(refDevice=f"AQ2-{unique}", id=f"2-{unique}", pm10=float("inf"))
     bad["pm10"] = "Infinity"
     await produce(bootstrap, SOURCE["city"], [(key, orjson.dumps([good[0], bad, good[1]]))])
     accepted = await consume(
-        bootstrap, VALIDATED["city"], lambda r: unique.encode() in (r.key or b""),
-        until=lambda kept: len(kept) >= 2)
+        bootstrap,
+        VALIDATED["city"],
+        lambda r: unique.encode() in (r.key or b""),
+        until=lambda kept: len(kept) >= 2,
+    )
     assert sorted(r.key for r in accepted) == [f"AQ1-{unique}".encode(), f"AQ3-{unique}".encode()]
     [record] = await consume(bootstrap, DEADLETTER, keyed(key), until=bool)
     letter = DeadLetter.model_validate_json(record.value)
@@ -100,8 +120,8 @@ async def test_worker_keeps_going_after_1000_random_byte_strings(bootstrap, work
     assert len(dead) == 1000
     assert {DeadLetter.model_validate_json(r.value).error for r in dead} <= {"json", "schema"}
     [record] = await consume(
-        bootstrap, VALIDATED["security"],
-        lambda r: f"ev-{unique}".encode() in r.value, until=bool)
+        bootstrap, VALIDATED["security"], lambda r: f"ev-{unique}".encode() in r.value, until=bool
+    )
     assert record.key == b"198.51.100.77"
     assert worker.alive()
 

@@ -68,8 +68,15 @@ def test_empty_array_holds_nothing_to_reject():
 
 def test_dead_letter_record_has_every_contract_field():
     [rejected] = process_message("city", b'{"type": 1', INGEST, NOW).rejected
-    raw = dead_letter(rejected, family="city", topic="ioc.city.observations", partition=3,
-                      offset=41, key=b"HD-AQ-017", now=NOW)
+    raw = dead_letter(
+        rejected,
+        family="city",
+        topic="ioc.city.observations",
+        partition=3,
+        offset=41,
+        key=b"HD-AQ-017",
+        now=NOW,
+    )
     record = DeadLetter.model_validate_json(raw)
     assert record.source_topic == "ioc.city.observations"
     assert (record.partition, record.offset, record.key) == (3, 41, "HD-AQ-017")
@@ -95,12 +102,31 @@ def test_random_bytes_never_raise_and_are_accounted_for(raw):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["type", "refDevice", "dateObserved", "pm25", "kind",
-                                        "event", "@timestamp", "source.ip", "x"]), children,
-                      max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "refDevice",
+                    "dateObserved",
+                    "pm25",
+                    "kind",
+                    "event",
+                    "@timestamp",
+                    "source.ip",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
     max_leaves=20,
 )
 

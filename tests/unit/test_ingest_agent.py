@@ -9,11 +9,12 @@ import pytest
 
 from models.deadletter import DeadLetter
 from streams.app import create_app
+from streams.ingest import process_message
 from streams.metrics import Metrics
 from streams.outbox import MemoryOutbox
-from streams.settings import Settings
+from streams.settings import IngestSettings, Settings
 from streams.topics import DEADLETTER, VALIDATED
-from tests.conftest import air_quality, auth_failure, dossier
+from tests.conftest import NOW, air_quality, auth_failure, dossier
 
 
 @pytest.fixture
@@ -40,19 +41,25 @@ def counted(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 async def test_valid_events_of_each_family_reach_the_next_stage(app, outbox, metrics):
-    for family, event in (("city", air_quality()), ("services", dossier()),
-                          ("security", auth_failure())):
+    for family, event in (
+        ("city", air_quality()),
+        ("services", dossier()),
+        ("security", auth_failure()),
+    ):
         async with app.agents[f"ingest_{family}"].test_context() as agent:
             await agent.put(orjson.dumps(event), key=b"any")
-        [(key, value)] = outbox.on(VALIDATED[family])
-        assert orjson.loads(value)  # normalised JSON
+        [(_key, value)] = outbox.on(VALIDATED[family])
+        assert orjson.loads(value) == orjson.loads(
+            process_message(family, orjson.dumps(event), IngestSettings(), NOW).accepted[0].value
+        )
         assert counted(metrics, "ioc_ingest_events_accepted_total", family=family) == 1
     assert outbox.on(DEADLETTER) == []
     assert [key for key, _ in outbox.on(VALIDATED["security"])] == [b"203.0.113.7"]
 
 
 async def test_array_with_one_bad_element(app, outbox, metrics):
-    raw = orjson.dumps([air_quality(), air_quality(pm25=-3), air_quality(refDevice="HD-AQ-2", id="urn:2")])
+    second = air_quality(refDevice="HD-AQ-2", id="urn:2")
+    raw = orjson.dumps([air_quality(), air_quality(pm25=-3), second])
     async with app.agents["ingest_city"].test_context() as agent:
         await agent.put(raw, key=b"gateway-7", partition=1)
     assert [key for key, _ in outbox.on(VALIDATED["city"])] == [b"HD-AQ-017", b"HD-AQ-2"]
@@ -60,11 +67,13 @@ async def test_array_with_one_bad_element(app, outbox, metrics):
     record = DeadLetter.model_validate_json(value)
     assert key == b"gateway-7" and record.key == "gateway-7"
     assert (record.source_topic, record.partition, record.element) == (
-        "ioc.city.observations", 1, 1)
+        "ioc.city.observations",
+        1,
+        1,
+    )
     assert record.reason == "[1] pm25: concentration must not be negative (got -3.0)"
     assert orjson.loads(record.original()) == air_quality(pm25=-3)
-    assert counted(metrics, "ioc_ingest_events_rejected_total", family="city",
-                   error="schema") == 1
+    assert counted(metrics, "ioc_ingest_events_rejected_total", family="city", error="schema") == 1
 
 
 async def test_duplicate_event_ids_are_dropped(app, outbox, metrics):

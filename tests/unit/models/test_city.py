@@ -34,12 +34,17 @@ def test_epoch_milliseconds_accepted(context):
 
 def test_ngsi_ld_normalised_form_is_unwrapped(context):
     normalised = {
-        "id": "urn:ngsi-ld:AirQualityObserved:HD-AQ-017:1", "type": "AirQualityObserved",
+        "id": "urn:ngsi-ld:AirQualityObserved:HD-AQ-017:1",
+        "type": "AirQualityObserved",
         "refDevice": {"type": "Relationship", "object": "HD-AQ-017"},
-        "dateObserved": {"type": "Property",
-                         "value": {"@type": "DateTime", "@value": "2026-11-26T10:00:00+07:00"}},
-        "location": {"type": "GeoProperty",
-                     "value": {"type": "Point", "coordinates": [106.31, 20.94]}},
+        "dateObserved": {
+            "type": "Property",
+            "value": {"@type": "DateTime", "@value": "2026-11-26T10:00:00+07:00"},
+        },
+        "location": {
+            "type": "GeoProperty",
+            "value": {"type": "Point", "coordinates": [106.31, 20.94]},
+        },
         "pm25": {"type": "Property", "value": 62.4, "unitCode": "GQ"},
         "no2": {"type": "Number", "value": 41},  # NGSI v2 normalised
     }
@@ -91,19 +96,41 @@ def test_not_an_object(context):
 
 
 def test_time_fallbacks_for_flood_and_interval_models(context):
-    flood = parse({"type": "FloodMonitoring", "refDevice": "HD-WL-03",
-                   "observationDateTime": "2026-11-26T11:00:00+07:00",
-                   "currentLevel": 2.3, "alertLevel": 3.0, "dangerLevel": 4.0}, context)
+    flood = parse(
+        {
+            "type": "FloodMonitoring",
+            "refDevice": "HD-WL-03",
+            "observationDateTime": "2026-11-26T11:00:00+07:00",
+            "currentLevel": 2.3,
+            "alertLevel": 3.0,
+            "dangerLevel": 4.0,
+        },
+        context,
+    )
     assert isinstance(flood, FloodMonitoring)
     assert flood.event_time == datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
-    traffic = parse({"type": "TrafficFlowObserved", "refDevice": "HD-TF-01",
-                     "dateObservedFrom": "2026-11-26T10:55:00+07:00",
-                     "dateObservedTo": "2026-11-26T11:00:00+07:00",
-                     "intensity": 120, "occupancy": 0.3}, context)
+    traffic = parse(
+        {
+            "type": "TrafficFlowObserved",
+            "refDevice": "HD-TF-01",
+            "dateObservedFrom": "2026-11-26T10:55:00+07:00",
+            "dateObservedTo": "2026-11-26T11:00:00+07:00",
+            "intensity": 120,
+            "occupancy": 0.3,
+        },
+        context,
+    )
     assert traffic.event_time == datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
 
 
 def test_streetlight_power_state_on_off_becomes_number(context):
-    light = parse({"type": "Streetlight", "refDevice": "SL-1",
-                   "dateObserved": "2026-11-26T11:00:00+07:00", "powerState": "on"}, context)
+    light = parse(
+        {
+            "type": "Streetlight",
+            "refDevice": "SL-1",
+            "dateObserved": "2026-11-26T11:00:00+07:00",
+            "powerState": "on",
+        },
+        context,
+    )
     assert isinstance(light, Streetlight) and light.powerState == 1.0

@@ -36,10 +36,19 @@ def test_open_case_has_no_on_time(context):
 
 
 def test_feedback(context):
-    event = parse({"kind": "feedback", "event_id": "f-1", "feedback_id": "PA-2026-001",
-                   "agency": "UBND-TPHD", "status": "resolved", "satisfied": False,
-                   "occurred_at": "2026-11-26T09:00:00+07:00",
-                   "due_at": "2026-11-30T17:00:00+07:00"}, context)
+    event = parse(
+        {
+            "kind": "feedback",
+            "event_id": "f-1",
+            "feedback_id": "PA-2026-001",
+            "agency": "UBND-TPHD",
+            "status": "resolved",
+            "satisfied": False,
+            "occurred_at": "2026-11-26T09:00:00+07:00",
+            "due_at": "2026-11-30T17:00:00+07:00",
+        },
+        context,
+    )
     assert isinstance(event, FeedbackEvent) and event.satisfied is False
     assert entity_key(event) == "PA-2026-001"
 
