@@ -51,11 +51,18 @@ async def preload(bootstrap: str, count: int) -> None:
 
 
 def plain_faust(bootstrap: str, count: int) -> float:
-    env = {**os.environ, "IOC_KAFKA__BOOTSTRAP": bootstrap,
-           "BENCH_APP_ID": f"bench-plain-{uuid.uuid4().hex[:6]}", "BENCH_EXPECT": str(count)}
+    env = {
+        **os.environ,
+        "IOC_KAFKA__BOOTSTRAP": bootstrap,
+        "BENCH_APP_ID": f"bench-plain-{uuid.uuid4().hex[:6]}",
+        "BENCH_EXPECT": str(count),
+    }
     result = subprocess.run(
         [sys.executable, str(HERE / "plain_agent.py"), "worker", "--without-web", "-l", "info"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     for line in result.stdout.splitlines():
         if line.startswith("BENCH plain"):
@@ -65,10 +72,19 @@ def plain_faust(bootstrap: str, count: int) -> float:
 
 def ioc_worker(bootstrap: str, count: int) -> float:
     port = free_port()
-    env = {**os.environ, "IOC_KAFKA__BOOTSTRAP": bootstrap, "IOC_WEB__PORT": str(port),
-           "IOC_APP_ID": f"bench-ioc-{uuid.uuid4().hex[:6]}", "IOC_DATA_DIR": "/tmp/bench-ioc"}
-    worker = spawn([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "IOC_KAFKA__BOOTSTRAP": bootstrap,
+        "IOC_WEB__PORT": str(port),
+        "IOC_APP_ID": f"bench-ioc-{uuid.uuid4().hex[:6]}",
+        "IOC_DATA_DIR": "/tmp/bench-ioc",
+    }
+    worker = spawn(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         first = None

@@ -10,10 +10,14 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.simulate import Simulation
 
 __all__ = ["main"]
 
@@ -95,7 +99,7 @@ async def _prepare_topics(settings: Settings) -> None:
     await ensure_topics(settings.kafka, [topics.faust_leader(settings.app_id)], partitions=1)
 
 
-def _simulation(args: argparse.Namespace) -> object:
+def _simulation(args: argparse.Namespace) -> Simulation:
     from streams.simulate import Simulation
 
     return Simulation(

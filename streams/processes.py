@@ -25,9 +25,7 @@ def spawn(command: list[str], **options: Any) -> subprocess.Popen[bytes]:
     which then stops the children in order) that dies with its parent."""
     if sys.platform.startswith("linux"):
         options.setdefault("preexec_fn", _die_with_parent)
-    return subprocess.Popen(
-        command, start_new_session=True, stdin=subprocess.DEVNULL, **options
-    )
+    return subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL, **options)
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:

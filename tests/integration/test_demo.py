@@ -40,8 +40,20 @@ def web_answers(port: int) -> bool:
 def test_demo_counts_every_family_and_dead_letters_then_stops(tmp_path):
     env, broker_port, web_port = demo_env(tmp_path)
     manifest = tmp_path / "manifest.json"
-    command = [sys.executable, "-m", "streams.cli", "demo", "--duration", "25", "--rate", "300",
-               "--bad-share", "0.05", "--manifest", str(manifest)]
+    command = [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "demo",
+        "--duration",
+        "25",
+        "--rate",
+        "300",
+        "--bad-share",
+        "0.05",
+        "--manifest",
+        str(manifest),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     for family in ("city", "services", "security"):
@@ -55,8 +67,12 @@ def test_demo_counts_every_family_and_dead_letters_then_stops(tmp_path):
 
 def test_ctrl_c_stops_the_whole_tree(tmp_path):
     env, broker_port, web_port = demo_env(tmp_path)
-    demo = subprocess.Popen([sys.executable, "-m", "streams.cli", "demo", "--rate", "100"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "demo", "--rate", "100"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while not web_answers(web_port) and time.monotonic() < deadline:
