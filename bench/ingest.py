@@ -64,8 +64,9 @@ def plain_faust(bootstrap: str, count: int) -> float:
         text=True,
         timeout=600,
     )
-    for line in result.stdout.splitlines():
-        if line.startswith("BENCH plain"):
+    # Faust's worker routes stdout through its logger, so look in both streams.
+    for line in (result.stdout + result.stderr).splitlines():
+        if "BENCH plain" in line:
             return count / float(line.split()[-1])
     raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
 

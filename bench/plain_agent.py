@@ -19,13 +19,17 @@ from streams.topics import SOURCE
 settings = Settings()
 app = faust.App(
     os.environ["BENCH_APP_ID"],
-    broker=f"kafka://{settings.kafka.bootstrap}",
+    # Same transport as ioc (fetch wait from settings): Faust's hard-coded 1.5 s
+    # fetch wait would make this baseline fetch-bound on brokers that hold fetches.
+    broker=f"ioc://{settings.kafka.bootstrap}",
     broker_session_timeout=settings.kafka.session_timeout_s,
     broker_heartbeat_interval=settings.kafka.heartbeat_interval_s,
     consumer_auto_offset_reset="earliest",
+    datadir="/tmp/bench-plain-agent",
     value_serializer="raw",
     key_serializer="raw",
 )
+app.settings = settings  # read by streams.transport
 expect = int(os.environ["BENCH_EXPECT"])
 topics = app.topic(*SOURCE.values(), value_type=bytes, value_serializer="raw")
 state = {"count": 0, "first": 0.0}

@@ -64,6 +64,8 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
         producer_acks=-1,
+        producer_linger=kafka.linger_ms / 1000,
+        producer_max_batch_size=kafka.max_batch_bytes,
         datadir=str(settings.data_dir),
         web_host=settings.web.host,
         web_port=settings.web.port,

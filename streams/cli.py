@@ -45,12 +45,16 @@ def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.broker import EmbeddedBroker
+    from streams.broker import local_broker
 
-    settings = _with(settings, "broker", port=args.port)
-    broker = EmbeddedBroker(settings.broker.host, settings.broker.port, log=None)
+    settings = _with(settings, "broker", port=args.port, kind=args.kind)
+    broker = local_broker(settings.broker, log=None)
     broker.start(settings.broker.start_timeout_s)
-    print(f"embedded Tansu broker on {broker.bootstrap} (memory only; Ctrl-C stops it)", flush=True)
+    what = {
+        "tansu": "embedded Tansu broker (memory only)",
+        "apache": f"Apache Kafka {settings.broker.kafka_version} (KRaft, data removed on stop)",
+    }[settings.broker.kind]
+    print(f"{what} on {broker.bootstrap}; Ctrl-C stops it", flush=True)
     stop = _stop_on_signals()
     while not stop.is_set() and broker.wait_for(0.2) is None:
         pass
@@ -163,6 +167,9 @@ def _parser() -> argparse.ArgumentParser:
 
     broker = commands.add_parser("broker", help="run the embedded Tansu broker (memory only)")
     broker.add_argument("--port", type=int, help="default: IOC_BROKER__PORT (9092)")
+    broker.add_argument(
+        "--kind", choices=["tansu", "apache"], help="default: IOC_BROKER__KIND (tansu)"
+    )
     broker.set_defaults(run=cmd_broker)
 
     worker = commands.add_parser("worker", help="run the stream processor (Faust worker)")

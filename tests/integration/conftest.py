@@ -14,17 +14,39 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.broker import EmbeddedBroker, free_port
+from streams.apache_kafka import ApacheKafkaBroker
+from streams.broker import EmbeddedBroker, LocalBroker, free_port
+
+#: Which brokers the integration tests run on: both unless IOC_TEST_BROKER names one.
+BROKERS = os.environ.get("IOC_TEST_BROKER", "tansu,apache").split(",")
+KAFKA_VERSION = os.environ.get("IOC_TEST_KAFKA_VERSION", "4.4.0")
+
+
+def start_broker(kind: str, directory: Path) -> LocalBroker:
+    log = (directory / f"{kind}.log").open("wb")
+    broker: LocalBroker
+    if kind == "apache":
+        broker = ApacheKafkaBroker(port=free_port(), kafka_version=KAFKA_VERSION, log=log)
+    else:
+        broker = EmbeddedBroker(port=free_port(), log=log)
+    return broker.start()
+
+
+@pytest.fixture(scope="session", params=BROKERS)
+def broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalBroker]:
+    """Each broker once per session; every test using it runs once per broker."""
+    running = start_broker(request.param, tmp_path_factory.mktemp(request.param))
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = (tmp_path_factory.mktemp("broker") / "broker.log").open("wb")
-    with EmbeddedBroker(port=free_port(), log=log) as broker:
-        yield broker.bootstrap
-    log.close()
+def bootstrap(broker: LocalBroker) -> str:
+    return broker.bootstrap
 
 
 class Worker:
@@ -120,15 +142,14 @@ async def consume(
 ) -> list[Any]:
     """Read `topic` from the beginning, keeping records for which `keep` holds,
     until `until(kept)` holds; then read one more second to catch extras."""
+    # Without a group, aiokafka assigns every partition of the topic; with no
+    # committed offsets, "earliest" starts each at its beginning.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100
-    )
+        topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_wait_ms=100,
+    )  # fmt: skip
     await consumer.start()
     try:
-        await consumer.topics()  # fetches metadata so the partitions are known
-        partitions = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        await consumer.seek_to_beginning()
         kept: list[Any] = []
         deadline = time.monotonic() + timeout
         settle_until: float | None = None
