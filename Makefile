@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DURATION ?= 90
 RATE ?= 200
 
-.PHONY: demo test unit integration lint clean
+.PHONY: demo test unit integration lint clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,20 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/ioc demo --duration $(DURATION) --rate $(RATE)
 
-test: $(BIN)/.installed
+# Apache Kafka for the integration tests runs on the JDK; its jars come from Maven
+# Central (fetched on first use into ~/.cache/ioc-streams, never into the repo).
+system-deps:
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  echo "installing a JDK and Maven (Debian packages)"; \
+	  apt-get update -q && apt-get install -y -q default-jdk-headless maven; }
+
+test: $(BIN)/.installed system-deps
 	$(BIN)/python -m pytest
 
 unit: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "not integration"
 
-integration: $(BIN)/.installed
+integration: $(BIN)/.installed system-deps
 	$(BIN)/python -m pytest -m integration
 
 lint: $(BIN)/.installed
