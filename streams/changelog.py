@@ -1,0 +1,140 @@
+"""Stage state in a compacted Kafka topic, checkpointed together with input offsets.
+
+Faust's tables write one changelog record per update and recover up to an end
+offset that some brokers report wrongly (docs/BROKERS.md). Stages here keep state in
+memory and write only what changed, once per checkpoint:
+
+    key   b"<input topic>|<state key>"   value  orjson [seq, payload or null]
+    key   b"<input topic>|@checkpoint"   value  orjson [seq, next input offset]
+
+All records for input partition (topic, p) go to changelog partition p, state first
+and the checkpoint record last; Kafka keeps their order. Only after the producer is
+flushed are the input offsets committed to the consumer group. Recovery applies, per
+key, the last value written at or before the last checkpoint record: the records of a
+checkpoint cut short by a crash are ignored, and the values they overwrote are still
+in the log because the topic keeps records `min.compaction.lag.ms` before compacting.
+A state deleted at checkpoint n (payload null) is tombstoned for real (Kafka value
+None) at checkpoint n + 1, so compaction eventually drops dead keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+__all__ = ["CHANGELOG_CONFIG", "Checkpointer", "Recovered", "read_to_end", "replay"]
+
+CHECKPOINT = "@checkpoint"
+
+#: Compacted, and never compacted sooner than an hour: recovery may need the value a
+#: half-written checkpoint overwrote.
+CHANGELOG_CONFIG = {
+    "cleanup.policy": "compact",
+    "min.compaction.lag.ms": str(3600 * 1000),
+    "retention.ms": "-1",
+}
+
+
+@dataclass
+class Recovered:
+    """A partition's state as of its last complete checkpoint."""
+
+    seq: int = 0
+    offset: int | None = None  # next input offset to read; None: never checkpointed
+    items: dict[str, bytes] = field(default_factory=dict)  # state key → payload
+
+
+def replay(topic: str, records: Iterable[tuple[bytes, bytes | None]]) -> Recovered:
+    """Rebuild one input partition's state from its changelog records, in log order."""
+    prefix = topic.encode() + b"|"
+    recovered = Recovered()
+    pending: dict[str, Any] = {}  # written after the last checkpoint seen so far
+    for key, value in records:
+        if not key.startswith(prefix):
+            continue  # another input topic sharing this changelog partition
+        name = key[len(prefix) :].decode()
+        if value is None:  # a real tombstone follows a committed deletion
+            recovered.items.pop(name, None)
+            pending.pop(name, None)
+            continue
+        seq, payload = orjson.loads(value)
+        if name == CHECKPOINT:
+            for pending_name, pending_payload in pending.items():
+                if pending_payload is None:
+                    recovered.items.pop(pending_name, None)
+                else:
+                    recovered.items[pending_name] = pending_payload
+            pending.clear()
+            recovered.seq, recovered.offset = seq, payload
+        else:
+            pending[name] = None if payload is None else orjson.dumps(payload)
+    return recovered
+
+
+class Checkpointer:
+    """The changelog records of successive checkpoints of one input partition."""
+
+    def __init__(self, topic: str, seq: int = 0) -> None:
+        self._prefix = topic + "|"
+        self.seq = seq
+        self._deleted: list[str] = []  # deleted at the previous checkpoint
+
+    def records(
+        self, dirty: Iterable[tuple[str, bytes | None]], next_offset: int
+    ) -> list[tuple[bytes, bytes | None]]:
+        self.seq += 1
+        seq = self.seq
+        out: list[tuple[bytes, bytes | None]] = [
+            ((self._prefix + name).encode(), None) for name in self._deleted
+        ]
+        deleted = []
+        for name, payload in dirty:
+            key = (self._prefix + name).encode()
+            if payload is None:
+                deleted.append(name)
+                out.append((key, b"[%d,null]" % seq))
+            else:
+                out.append((key, b"[%d," % seq + payload + b"]"))
+        out.append(((self._prefix + CHECKPOINT).encode(), b"[%d,%d]" % (seq, next_offset)))
+        self._deleted = deleted
+        return out
+
+
+async def read_to_end(
+    options: dict[str, Any], topic: str, partition: int, idle_rounds: int = 3
+) -> list[tuple[bytes, bytes | None]]:
+    """Every record of one partition, read up to the high watermark of the fetch
+    responses — not ListOffsets, which some brokers answer wrongly."""
+    consumer = AIOKafkaConsumer(
+        **options,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        isolation_level="read_uncommitted",
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        records: list[tuple[bytes, bytes | None]] = []
+        empty_rounds = 0
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=200, max_records=10_000)
+            fetched = batch.get(tp, [])
+            records += [(r.key or b"", r.value) for r in fetched]
+            highwater = consumer.highwater(tp)
+            position = await consumer.position(tp)
+            if highwater is not None and position >= highwater:
+                return records
+            empty_rounds = 0 if fetched else empty_rounds + 1
+            if highwater is None and empty_rounds >= idle_rounds:
+                # No fetch response has carried a high watermark: the partition is empty.
+                return records
+            await asyncio.sleep(0)
+    finally:
+        await consumer.stop()
