@@ -10,7 +10,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from models.common import (
@@ -21,7 +21,7 @@ from models.common import (
     Ratio,
     event_config,
 )
-from models.errors import InvalidEvent, reason_from
+from models.errors import validate_tagged
 
 __all__ = [
     "MODELS",
@@ -222,21 +222,9 @@ def normalise(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse(obj: Any, context: dict[str, Any]) -> CityObservation:
-    if not isinstance(obj, dict):
-        raise InvalidEvent(f"expected a JSON object, got {type(obj).__name__}")
-    obj = normalise(obj)
-    tag = obj.get("type")
-    model = MODELS.get(tag) if isinstance(tag, str) else None
-    if model is None:
-        raise InvalidEvent(
-            f"type: {'field required' if tag is None else f'unknown type {tag!r}'}; "
-            f"expected one of {', '.join(MODELS)}",
-            field="type",
-        )
-    try:
-        return model.model_validate(obj, context=context)
-    except ValidationError as exc:
-        raise reason_from(exc) from None
+    if isinstance(obj, dict):
+        obj = normalise(obj)
+    return validate_tagged(obj, "type", MODELS, context)
 
 
 def entity_key(event: CityObservation) -> str:

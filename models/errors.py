@@ -8,9 +8,12 @@ InvalidEvent          one event (or a whole message) breaks the contract
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
-__all__ = ["InvalidEvent", "reason_from"]
+from pydantic import BaseModel, ValidationError
+
+__all__ = ["InvalidEvent", "reason_from", "validate", "validate_tagged"]
 
 
 class InvalidEvent(ValueError):
@@ -38,3 +41,30 @@ def reason_from(exc: ValidationError) -> InvalidEvent:
         parts.append(f"{path}: {message}" if path else message)
         first_field = first_field or path or None
     return InvalidEvent("; ".join(parts), field=first_field)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], obj: Any, context: dict[str, Any]) -> M:
+    """`model.model_validate`, with a rejection an integrator can read."""
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        return model.model_validate(obj, context=context)
+    except ValidationError as exc:
+        raise reason_from(exc) from None
+
+
+def validate_tagged(
+    obj: Any, tag: str, models: Mapping[str, type[M]], context: dict[str, Any]
+) -> M:
+    """Validate with the model that the value of field `tag` names."""
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"expected a JSON object, got {type(obj).__name__}")
+    value = obj.get(tag)
+    model = models.get(value) if isinstance(value, str) else None
+    if model is None:
+        problem = "field required" if value is None else f"unknown {tag} {value!r}"
+        raise InvalidEvent(f"{tag}: {problem}; expected one of {', '.join(models)}", field=tag)
+    return validate(model, obj, context)

@@ -12,11 +12,11 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from models.common import EventTime, event_config
-from models.errors import InvalidEvent, reason_from
+from models.errors import InvalidEvent, validate
 
 __all__ = ["CATEGORIES", "SecurityEvent", "entity_key", "event_id", "nest_dotted_keys", "parse"]
 
@@ -145,12 +145,9 @@ def nest_dotted_keys(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse(obj: Any, context: dict[str, Any]) -> SecurityEvent:
-    if not isinstance(obj, dict):
-        raise InvalidEvent(f"expected a JSON object, got {type(obj).__name__}")
-    try:
-        return SecurityEvent.model_validate(nest_dotted_keys(obj), context=context)
-    except ValidationError as exc:
-        raise reason_from(exc) from None
+    if isinstance(obj, dict):
+        obj = nest_dotted_keys(obj)
+    return validate(SecurityEvent, obj, context)
 
 
 def entity_key(event: SecurityEvent) -> str | None:

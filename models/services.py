@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, computed_field, model_validator
+from pydantic import BaseModel, Field, computed_field, model_validator
 
 from models.common import EventTime, NonEmptyStr, Timestamp, event_config
-from models.errors import InvalidEvent, reason_from
+from models.errors import validate_tagged
 
 __all__ = [
     "MODELS",
@@ -100,20 +100,7 @@ MODELS: dict[str, type[DossierEvent] | type[FeedbackEvent]] = {
 
 
 def parse(obj: Any, context: dict[str, Any]) -> ServiceEvent:
-    if not isinstance(obj, dict):
-        raise InvalidEvent(f"expected a JSON object, got {type(obj).__name__}")
-    tag = obj.get("kind")
-    model = MODELS.get(tag) if isinstance(tag, str) else None
-    if model is None:
-        raise InvalidEvent(
-            f"kind: {'field required' if tag is None else f'unknown kind {tag!r}'}; "
-            "expected dossier or feedback",
-            field="kind",
-        )
-    try:
-        return model.model_validate(obj, context=context)
-    except ValidationError as exc:
-        raise reason_from(exc) from None
+    return validate_tagged(obj, "kind", MODELS, context)
 
 
 def entity_key(event: ServiceEvent) -> str:

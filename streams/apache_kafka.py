@@ -22,10 +22,9 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
-from streams.broker import BrokerError, free_port, kafka_answers
+from streams.broker import BrokerError, BrokerProcess, free_port, kafka_answers
 from streams.processes import spawn, stop
 
 __all__ = ["ApacheKafkaBroker", "fetch_jars", "jar_cache_dir"]
@@ -117,7 +116,7 @@ def _cluster_id() -> str:
             return text
 
 
-class ApacheKafkaBroker:
+class ApacheKafkaBroker(BrokerProcess):
     """Starts an Apache Kafka broker on host:port, waits until it answers Kafka
     requests, stops it. Same interface as streams.broker.EmbeddedBroker; in addition
     `stop(remove_data=False)` then `start()` restarts it on the same data.
@@ -165,11 +164,7 @@ class ApacheKafkaBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def start(self, timeout: float = 90.0) -> ApacheKafkaBroker:
+    def start(self, timeout: float = 90.0) -> Self:
         """Fetches the jars if needed (once per version; not counted in `timeout`),
         formats the storage unless it holds data, starts the broker and waits up to
         `timeout` seconds until it logged its start and answers Kafka requests."""
@@ -255,25 +250,6 @@ class ApacheKafkaBroker:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             if self._own_data_dir:
                 self.data_dir, self._own_data_dir = None, False
-
-    def wait_for(self, timeout: float) -> int | None:
-        """The exit code if the broker exited within `timeout` seconds, else None."""
-        assert self._process is not None
-        try:
-            return self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def __enter__(self) -> ApacheKafkaBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def _log_dir(self) -> Path:

