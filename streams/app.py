@@ -1,4 +1,9 @@
-"""The Faust application, built from the one settings object."""
+"""The Faust application, built from the one settings object.
+
+Faust hosts the stages: the worker process, its signals and shutdown, the web server
+(`/metrics`, `/health`) and Kafka security settings. The stages themselves consume in
+batches (streams.stages.base explains why).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ from prometheus_client import generate_latest
 
 from streams.kafka import ssl_context
 from streams.metrics import Metrics
-from streams.outbox import KafkaOutbox, Outbox
 from streams.settings import KafkaSettings, Settings
-from streams.stages import ingest
+from streams.stages.base import BatchStage
+from streams.stages.ingest import IngestStage
 
 __all__ = ["IocApp", "create_app"]
 
@@ -20,16 +25,11 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 class IocApp(faust.App):
-    """A Faust app that carries the settings and metrics its stages were built with."""
+    """A Faust app that carries the settings, metrics and stages it was built with."""
 
     settings: Settings
     metrics: Metrics
-
-    async def _on_agent_error(self, agent: Any, exc: BaseException) -> None:
-        # Faust would leave the worker alive but idle after an agent crash; a bug in
-        # a stage must stop the worker loudly instead (bad input never gets here).
-        await super()._on_agent_error(agent, exc)
-        await self.crash(exc)
+    stages: list[BatchStage]
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -47,9 +47,7 @@ def _credentials(kafka: KafkaSettings) -> Any:
     return None
 
 
-def create_app(
-    settings: Settings, metrics: Metrics | None = None, outbox: Outbox | None = None
-) -> IocApp:
+def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     kafka = settings.kafka
     app = IocApp(
         settings.app_id,
@@ -58,14 +56,10 @@ def create_app(
         broker_session_timeout=kafka.session_timeout_s,
         broker_heartbeat_interval=kafka.heartbeat_interval_s,
         broker_commit_interval=kafka.commit_interval_s,
-        consumer_auto_offset_reset="earliest",
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         key_serializer="raw",
         value_serializer="raw",
-        producer_acks=-1,
-        producer_linger=kafka.linger_ms / 1000,
-        producer_max_batch_size=kafka.max_batch_bytes,
         datadir=str(settings.data_dir),
         web_host=settings.web.host,
         web_port=settings.web.port,
@@ -74,9 +68,14 @@ def create_app(
     )
     app.settings = settings
     app.metrics = metrics if metrics is not None else Metrics()
-    stage_outbox = outbox if outbox is not None else KafkaOutbox(app)
+    app.stages = [IngestStage(settings, app.metrics, on_crash=app.crash)]
 
-    ingest.register(app, settings, app.metrics, stage_outbox)
+    @app.task
+    async def start_stages() -> None:
+        # Runtime dependencies start now and stop with the app; stopping a stage
+        # writes its last checkpoint.
+        for stage in app.stages:
+            await app.add_runtime_dependency(stage)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -84,11 +83,14 @@ def create_app(
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
-        """200 once partitions are assigned and no rebalance is under way, else 503."""
-        assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
-        ready = bool(assigned) and not app.rebalancing
+        """200 once every stage has joined its consumer group and runs, else 503."""
+        stages = {
+            stage.name: "crashed" if stage.crashed else "ok" if stage.joined else "starting"
+            for stage in app.stages
+        }
+        ready = all(state == "ok" for state in stages.values())
         return web.json(
-            {"status": "ok" if ready else "starting", "assigned": assigned},
+            {"status": "ok" if ready else "unavailable", "stages": stages},
             status=200 if ready else 503,
         )
 

@@ -94,6 +94,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _prepare_topics(settings: Settings) -> None:
     from streams import topics
+    from streams.changelog import CHANGELOG_CONFIG
     from streams.kafka import ensure_topics
 
     # Topics get explicit configs; Faust would create them without (docs/BROKERS.md).
@@ -101,6 +102,8 @@ async def _prepare_topics(settings: Settings) -> None:
     # Faust creates its leader topic after joining the group, and the metadata change
     # then costs a second join (≈ half the session timeout): create it first.
     await ensure_topics(settings.kafka, [topics.faust_leader(settings.app_id)], partitions=1)
+    changelogs = [topics.changelog(settings.app_id, "windows")]
+    await ensure_topics(settings.kafka, changelogs, config=CHANGELOG_CONFIG)
 
 
 def _simulation(args: argparse.Namespace) -> Simulation:

@@ -32,6 +32,19 @@ class Metrics:
             ["family", "error"],
             registry=self.registry,
         )
+        self.window_events = Counter(
+            "ioc_windows_events", "Validated events read by the window stage, by family.",
+            ["family"], registry=self.registry,
+        )  # fmt: skip
+        self.late_events = Counter(
+            "ioc_windows_late_events",
+            "Events for windows that had already closed (dead-lettered as late), by aggregate.",
+            ["aggregate"], registry=self.registry,
+        )  # fmt: skip
+        self.window_results = Counter(
+            "ioc_windows_results", "Window results produced, by aggregate and final flag.",
+            ["aggregate", "final"], registry=self.registry,
+        )  # fmt: skip
         self.duplicates = Counter(
             "ioc_ingest_duplicates_dropped",
             "Events dropped because their id was seen within the dedup horizon.",

@@ -35,3 +35,8 @@ ALL: Final[tuple[str, ...]] = (
 def faust_leader(app_id: str) -> str:
     """The topic Faust's leader assignor uses (one partition)."""
     return f"{app_id}-__assignor-__leader"
+
+
+def changelog(app_id: str, stage: str) -> str:
+    """A stage's compacted state topic (streams.changelog)."""
+    return f"{app_id}-{stage}-changelog"

@@ -1,80 +1,89 @@
-"""Ingest agents: raw bytes from the integrators' topics to validated events.
+"""Ingest: raw bytes from the integrators' topics to validated events.
 
-Faust decodes nothing here (raw serializer): a decode error inside Faust would be
-acked and lost, so decoding and validation happen in `streams.ingest`, and every
-rejection becomes a dead letter.
+Nothing decodes before this stage sees the bytes (a decode error inside a framework
+would be acked and lost): `streams.ingest` decodes and validates, and every
+rejection becomes a dead letter. Bad input never raises here.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, Protocol
+
+from aiokafka import TopicPartition
 
 from streams.ingest import RecentIds, dead_letter, process_message
 from streams.metrics import Metrics
 from streams.outbox import Outbox
-from streams.settings import Settings
+from streams.settings import IngestSettings, Settings
+from streams.stages.base import BatchStage
 from streams.topics import DEADLETTER, FAMILIES, SOURCE, VALIDATED, Family
 
-__all__ = ["make_ingest", "register"]
+__all__ = ["IngestStage", "Ingestor"]
 
 
-def make_ingest(
-    family: Family,
-    settings: Settings,
-    metrics: Metrics,
-    outbox: Outbox,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> Callable[[Any], Awaitable[None]]:
-    """The agent function for one family (named `ingest_<family>`)."""
-    recent = RecentIds(settings.ingest.dedup_horizon_s, settings.ingest.dedup_max_ids)
-    validated_topic = VALIDATED[family]
-    messages = metrics.messages.labels(family)
-    accepted = metrics.accepted.labels(family)
-    duplicates = metrics.duplicates.labels(family)
+class Record(Protocol):
+    """What ingest reads of a Kafka record."""
 
-    async def ingest(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            now = clock()
-            result = process_message(family, message.value, settings.ingest, now)
-            messages.inc()
-            for item in result.accepted:
-                if item.event_id is not None and recent.seen(item.event_id, time.monotonic()):
-                    duplicates.inc()
-                    continue
-                await outbox.send(validated_topic, item.key, item.value)
-                accepted.inc()
-            for rejected in result.rejected:
-                record = dead_letter(
-                    rejected,
-                    family=family,
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    now=now,
-                )
-                await outbox.send(DEADLETTER, message.key, record)
-                metrics.rejected.labels(family, rejected.error).inc()
-
-    ingest.__name__ = ingest.__qualname__ = f"ingest_{family}"
-    return ingest
+    key: bytes | None
+    value: bytes
+    offset: int
 
 
-def register(app: Any, settings: Settings, metrics: Metrics, outbox: Outbox) -> dict[str, Any]:
-    """Declare one ingest agent per family on its source topic; returns them by family."""
-    agents: dict[str, Any] = {}
-    for family in FAMILIES:
-        source = app.topic(
-            SOURCE[family],
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        function = make_ingest(family, settings, metrics, outbox)
-        agents[family] = app.agent(source, name=f"ingest_{family}")(function)
-    return agents
+class Ingestor:
+    """Validates one family's messages: accepted events go on to `ioc.<family>.validated`
+    keyed by entity, rejections to `ioc.deadletter`, exact duplicates are dropped."""
+
+    def __init__(
+        self, family: Family, settings: IngestSettings, metrics: Metrics, outbox: Outbox
+    ) -> None:
+        self.family = family
+        self.settings = settings
+        self.outbox = outbox
+        self.metrics = metrics
+        self.validated_topic = VALIDATED[family]
+        self.recent = RecentIds(settings.dedup_horizon_s, settings.dedup_max_ids)
+        self._messages = metrics.messages.labels(family)
+        self._accepted = metrics.accepted.labels(family)
+        self._duplicates = metrics.duplicates.labels(family)
+
+    async def ingest(self, topic: str, partition: int, record: Record, now: datetime) -> None:
+        result = process_message(self.family, record.value, self.settings, now)
+        self._messages.inc()
+        for item in result.accepted:
+            if item.event_id is not None and self.recent.seen(item.event_id, time.monotonic()):
+                self._duplicates.inc()
+                continue
+            await self.outbox.send(self.validated_topic, item.key, item.value)
+            self._accepted.inc()
+        for rejected in result.rejected:
+            letter = dead_letter(
+                rejected, family=self.family, topic=topic, partition=partition,
+                offset=record.offset, key=record.key, now=now,
+            )  # fmt: skip
+            await self.outbox.send(DEADLETTER, record.key, letter)
+            self.metrics.rejected.labels(self.family, rejected.error).inc()
+
+
+class IngestStage(BatchStage):
+    """One consumer group over the three source topics; one Ingestor per family."""
+
+    name: ClassVar[str] = "ingest"
+
+    def __init__(self, settings: Settings, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(settings, metrics, SOURCE.values(), **kwargs)
+        self._ingestors: dict[str, Ingestor] = {}
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        self._ingestors = {
+            SOURCE[family]: Ingestor(family, self.settings.ingest, self.metrics, self.outbox)
+            for family in FAMILIES
+        }
+
+    async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
+        ingestor = self._ingestors[tp.topic]
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
+        for record in records:
+            await ingestor.ingest(tp.topic, tp.partition, record, now)
