@@ -17,6 +17,8 @@ from streams.metrics import Metrics
 from streams.settings import KafkaSettings, Settings
 from streams.stages.base import BatchStage
 from streams.stages.ingest import IngestStage
+from streams.stages.windows import WindowStage
+from streams.windows import default_aggregates, load_aggregates
 
 __all__ = ["IocApp", "create_app"]
 
@@ -68,7 +70,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     )
     app.settings = settings
     app.metrics = metrics if metrics is not None else Metrics()
-    app.stages = [IngestStage(settings, app.metrics, on_crash=app.crash)]
+    path = settings.windows.aggregates
+    aggregates = load_aggregates(path) if path is not None else default_aggregates()
+    app.stages = [
+        IngestStage(settings, app.metrics, on_crash=app.crash),
+        WindowStage(settings, app.metrics, aggregates, on_crash=app.crash),
+    ]
 
     @app.task
     async def start_stages() -> None:

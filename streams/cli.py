@@ -1,4 +1,4 @@
-"""`ioc` — the command line: broker, worker, simulate, demo, schema export."""
+"""`ioc` — the command line: broker, worker, simulate, demo, schema export, checks."""
 
 from __future__ import annotations
 
@@ -71,14 +71,37 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_aggregates_check(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.windows import AggregateConfigError, load_aggregates
+
+    failed = False
+    for path in args.files:
+        try:
+            aggregates = load_aggregates(path)
+        except AggregateConfigError as exc:
+            print(exc, file=sys.stderr)
+            failed = True
+        except OSError as exc:
+            print(f"{path}: {exc.strerror}", file=sys.stderr)
+            failed = True
+        else:
+            print(f"{path}: {len(aggregates)} aggregates, valid")
+    return 1 if failed else 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from streams.app import create_app
+    from streams.windows import AggregateConfigError
 
     settings = _with(settings, "web", port=args.web_port)
+    try:
+        app = create_app(settings)
+    except AggregateConfigError as exc:
+        print(f"ioc worker: invalid aggregates, not starting:\n{exc}", file=sys.stderr)
+        return 2
     asyncio.run(_prepare_topics(settings))
-    app = create_app(settings)
     level = settings.log_level
 
     @app.task
@@ -210,6 +233,14 @@ def _parser() -> argparse.ArgumentParser:
     export = schema_commands.add_parser("export", help="write one JSON Schema file per family")
     export.add_argument("dir")
     export.set_defaults(run=cmd_schema_export)
+
+    aggregates = commands.add_parser("aggregates", help="window aggregate definitions")
+    aggregates_commands = aggregates.add_subparsers(dest="aggregates_command", required=True)
+    check = aggregates_commands.add_parser(
+        "check", help="validate aggregates YAML files; print every problem with file and line"
+    )
+    check.add_argument("files", nargs="+", type=Path)
+    check.set_defaults(run=cmd_aggregates_check)
     return parser
 
 

@@ -59,18 +59,33 @@ class ProducerOutbox:
 
 
 class _Rebalance(ConsumerRebalanceListener):
+    """aiokafka calls these from its coordinator task, concurrently with the stage's
+    loop: they take the stage's processing lock, so a batch is never half applied
+    when state is saved or replaced."""
+
     def __init__(self, stage: BatchStage) -> None:
         self._stage = stage
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._stage.checkpoint()
-        await self._stage.on_revoked(revoked)
-        for tp in revoked:
-            self._stage.positions.pop(tp, None)
+        stage = self._stage
+        async with stage.processing:
+            await stage.checkpoint()
+            await stage.on_revoked(revoked)
+            for tp in revoked:
+                stage.positions.pop(tp, None)
+                stage.assigned.discard(tp)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._stage.on_assigned(assigned)
-        self._stage.joined = True
+        stage = self._stage
+        # Paused before the first await: the fetcher may start as soon as the committed
+        # offsets are known, and no record may be handled before the state it updates
+        # is recovered and the position it belongs to is set.
+        stage.consumer.pause(*assigned)
+        async with stage.processing:
+            await stage.on_assigned(assigned)
+            stage.assigned.update(assigned)
+        stage.consumer.resume(*assigned)
+        stage.joined = True
 
 
 class BatchStage(Service):
@@ -94,6 +109,8 @@ class BatchStage(Service):
         self.topics = list(topics)
         self.options = client_options(settings.kafka)
         self.positions: dict[TopicPartition, int] = {}  # next offset to read
+        self.assigned: set[TopicPartition] = set()  # recovered and ready for records
+        self.processing = asyncio.Lock()  # held while a batch or a rebalance is applied
         self.joined = False
         self._committed: dict[TopicPartition, int] = {}
         self._on_crash = on_crash
@@ -162,7 +179,8 @@ class BatchStage(Service):
     async def on_stop(self) -> None:
         try:
             if self._consumer is not None and self.positions:
-                await self.checkpoint()
+                async with self.processing:  # after the batch in hand, if any
+                    await self.checkpoint()
         finally:
             if self._consumer is not None:
                 await self._consumer.stop()
@@ -190,18 +208,20 @@ class BatchStage(Service):
         next_checkpoint = next_tick = time.monotonic()
         while not self.should_stop:
             batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
-            now_ms = int(time.time() * 1000)
-            for tp, records in batches.items():
-                if records:
-                    await self.handle(tp, records, now_ms)
-                    self.positions[tp] = records[-1].offset + 1
-            now = time.monotonic()
-            if now >= next_tick:
-                await self.tick(now_ms)
-                next_tick = now + 1.0
-            if now >= next_checkpoint:
-                await self.checkpoint()
-                next_checkpoint = now + interval
+            async with self.processing:
+                now_ms = int(time.time() * 1000)
+                for tp, records in batches.items():
+                    # A batch fetched before a rebalance took its partition away.
+                    if records and tp in self.assigned:
+                        await self.handle(tp, records, now_ms)
+                        self.positions[tp] = records[-1].offset + 1
+                now = time.monotonic()
+                if now >= next_tick:
+                    await self.tick(now_ms)
+                    next_tick = now + 1.0
+                if now >= next_checkpoint:
+                    await self.checkpoint()
+                    next_checkpoint = now + interval
 
     async def checkpoint(self) -> None:
         """Save state, make every produced record durable, then commit the offsets."""
