@@ -37,6 +37,7 @@ __all__ = [
 event_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
 _YEAR_2000_MS = 946_684_800_000
+_YEAR_9999_MS = 253_402_300_799_999  # the last millisecond datetime can hold
 _TIME_SCHEMA = {
     "anyOf": [
         {"type": "string", "format": "date-time", "description": "RFC 3339 with an offset"},
@@ -62,6 +63,10 @@ def _parse_time(value: Any) -> datetime:
                 "epoch milliseconds expected (got {value}, which looks like seconds)",
                 {"value": value},
             )
+        if value > _YEAR_9999_MS:
+            raise PydanticCustomError(
+                "time_value", "epoch milliseconds out of range (got {value})", {"value": value}
+            )
         return datetime.fromtimestamp(value / 1000, UTC)
     if isinstance(value, str):
         try:
@@ -76,7 +81,12 @@ def _parse_time(value: Any) -> datetime:
                 "time {value} has no UTC offset (add Z or +07:00)",
                 {"value": repr(value)},
             )
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+07:00 has no UTC equivalent
+            raise PydanticCustomError(
+                "time_value", "time {value} is out of range", {"value": repr(value)}
+            ) from None
     raise PydanticCustomError("time_type", "expected an RFC 3339 time or epoch milliseconds")
 
 

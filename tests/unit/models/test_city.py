@@ -69,6 +69,8 @@ def test_ngsi_ld_normalised_form_is_unwrapped(context):
         ({"dateObserved": "2026-11-26T10:00:00"}, "has no UTC offset"),
         ({"dateObserved": "yesterday"}, "dateObserved: not an RFC 3339 time: 'yesterday'"),
         ({"dateObserved": 1_795_669_200}, "epoch milliseconds expected"),
+        ({"dateObserved": 9.2e21}, "dateObserved: epoch milliseconds out of range"),
+        ({"dateObserved": "0001-01-01T00:00:00+07:00"}, "dateObserved: time '0001-01-01"),
         ({"dateObserved": "2026-11-26T12:06:00+07:00"}, "more than 300 s in the future"),
         ({"location": {"type": "Point", "coordinates": [500, 20]}}, "location: "),
     ],
