@@ -1,6 +1,7 @@
 """Window engine throughput, without Kafka: the CPU budget of the window stage.
 
     python bench/windows.py [--events 300000] [--keys 1000] [--repeat 3]
+                            [--store memory|rocksdb] [--cache-panes 100000]
 
 Generates air-quality readings as `ioc.city.validated` carries them (normalised JSON,
 times in UTC "…Z"; checked against ingest's own output for one reading), one reading
@@ -12,23 +13,29 @@ per station every 12 s of event time, slightly out of order, and runs them throu
 - the stage's loop: loads + process, take_dirty and advance every 5,000 records
   (one checkpoint per fetched batch), serialising the changed state.
 
-Best of `--repeat` runs, each on a fresh engine. Figures are for this machine and run,
-never an assertion.
+Best of `--repeat` runs, each on a fresh engine. `--store rocksdb` keeps the
+accumulators in RocksDB (under a temporary directory) behind a cache of `--cache-panes`
+per partition, as `IOC_WINDOWS__STORE=rocksdb` does. Figures are for this machine and
+run, never an assertion.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 
 from streams.ingest import process_message
 from streams.settings import IngestSettings
 from streams.windows import WindowEngine, default_aggregates
+from streams.windows.store import RocksStores
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PARTITIONS = 4
@@ -79,14 +86,19 @@ def check_format(value: bytes) -> None:
     assert orjson.loads(accepted.value) == event, (accepted.value, value)
 
 
-def timed(run: Callable[[WindowEngine], int], repeat: int) -> tuple[float, int]:
+def timed(
+    run: Callable[[WindowEngine], int], repeat: int, store: RocksStores | None
+) -> tuple[float, int]:
     best, outputs = float("inf"), 0
     for _ in range(repeat):
         aggregates = [a for a in default_aggregates() if a.family == "city"]
-        engine = WindowEngine(aggregates, allowed_lateness_ms=5000, idle_timeout_ms=30_000)
+        engine = WindowEngine(
+            aggregates, allowed_lateness_ms=5000, idle_timeout_ms=30_000, store=store
+        )
         start = time.perf_counter()
         outputs = run(engine)
         best = min(best, time.perf_counter() - start)
+        engine.close()
     return best, outputs
 
 
@@ -95,7 +107,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--keys", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--store", choices=["memory", "rocksdb"], default="memory")
+    parser.add_argument("--cache-panes", type=int, default=100_000)
     args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="ioc-bench-"))
+    store = None
+    if args.store == "rocksdb":
+        store = RocksStores(scratch, cache_panes=args.cache_panes)
 
     records = readings(args.events, args.keys)
     check_format(records[0][1])
@@ -103,6 +121,8 @@ def main() -> None:
     now = int(datetime.now(UTC).timestamp() * 1000)
     aggregates = [a.name for a in default_aggregates() if a.family == "city"]
     print(f"{args.events:,} readings, {args.keys:,} stations, {PARTITIONS} partitions")
+    if args.store == "rocksdb":
+        print(f"store: rocksdb, {args.cache_panes:,} accumulators cached per partition")
     print(f"city aggregates: {', '.join(aggregates)} (a reading matches 3 of them)")
 
     def process_only(engine: WindowEngine) -> int:
@@ -132,11 +152,14 @@ def main() -> None:
         ("orjson.loads + process()", with_loads),
         ("+ take_dirty/advance per 5,000", stage_loop),
     ):
-        seconds, outputs = timed(run, args.repeat)
+        seconds, outputs = timed(run, args.repeat, store)
         rate = args.events / seconds
         print(
             f"{label:32s} {rate:>10,.0f} events/s  ({1e6 / rate:.1f} µs/event, {outputs:,} outputs)"
         )
+    if store is not None:
+        store.close()
+    shutil.rmtree(scratch)
 
 
 if __name__ == "__main__":
