@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.cases import DAY_MS, Backlog, CaseBook
+from models.aggregates import WindowResult
+from streams.cases import BACKLOG_AGGREGATE, DAY_MS, Backlog, BacklogReporter, CaseBook
 from streams.changelog import Checkpointer, replay
 
 HOUR_MS = 3600 * 1000
@@ -273,6 +274,18 @@ def test_events_that_are_not_validated_service_events_fail_loudly():
     assert len(book) == 0
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("agency", 17), ("agency", ""), ("dossier_id", ["D-1"]), ("dossier_id", "")],
+)
+def test_agency_and_id_must_be_non_empty_strings(field, value):
+    # A number as agency would be taken, then break the sorted backlog at the next report.
+    book = CaseBook()
+    with pytest.raises(ValueError, match=f"{field}: expected a non-empty string"):
+        book.apply({**dossier("received", 0), field: value})
+    assert len(book) == 0 and book.take_dirty() == []
+
+
 def test_times_may_be_epoch_milliseconds():
     book = CaseBook()
     event = {**dossier("received", 0), "occurred_at": T0_MS, "due_at": T0_MS + HOUR_MS}
@@ -387,6 +400,108 @@ def test_restore_applies_tombstones_and_overwrites():
     assert len(restored) == 0
     with pytest.raises(ValueError, match="does not start with"):
         restored.restore([("ticket:1", None)])
+
+
+# --- backlog reports -----------------------------------------------------------------
+
+MINUTE_MS = 60_000
+
+
+def figures(results: list[WindowResult]) -> dict[tuple[str, str], tuple[int, int, int]]:
+    return {
+        (r.group["kind"], r.group["agency"]): (
+            r.statistics["open"],
+            r.statistics["overdue"],
+            r.statistics["near_due"],
+        )
+        for r in results
+    }
+
+
+def test_a_report_is_the_backlog_stamped_with_its_interval():
+    book = CaseBook()
+    book.apply(dossier("received", 0, case="a", due_h=1))  # overdue at 2 h
+    book.apply(dossier("received", 0, case="b", due_h=20))  # near due
+    book.apply(dossier("received", 0, case="c", due_h=72))  # not yet
+    book.apply(feedback("received", 0))
+    reporter = BacklogReporter(partition=3, every_ms=MINUTE_MS)
+    now = T0_MS + 2 * HOUR_MS + 42_123  # 42 s into a minute
+    at = T0_MS + 2 * HOUR_MS
+    [first, second] = reporter.report(book, now)
+    assert first == WindowResult(
+        aggregate=BACKLOG_AGGREGATE,
+        family="services",
+        group={"agency": "SO-TNMT", "kind": "dossier", "partition": 3},
+        window_start=at,
+        window_end=at,
+        statistics={"open": 3, "overdue": 1, "near_due": 1},
+        count=3,
+        final=True,
+    )
+    assert first.identity == f"case_backlog|SO-TNMT|dossier|3|{at}"
+    assert second.group == {"agency": "UBND-TPHD", "kind": "feedback", "partition": 3}
+    record = orjson.loads(first.to_json())
+    assert record["window_start"] == record["window_end"] == "2026-11-26T03:00:00Z"
+
+
+def test_one_report_per_interval():
+    book = CaseBook()
+    book.apply(dossier("received", 0))
+    reporter = BacklogReporter(0, every_ms=MINUTE_MS)
+    assert reporter.due(T0_MS)
+    assert len(reporter.report(book, T0_MS)) == 1
+    assert not reporter.due(T0_MS + MINUTE_MS - 1)
+    assert reporter.report(book, T0_MS + MINUTE_MS - 1) == []
+    assert reporter.report(book, T0_MS - 1) == []  # the clock stepped back: no report
+    assert len(reporter.report(book, T0_MS + MINUTE_MS)) == 1
+
+
+def test_a_report_counts_at_the_start_of_its_interval():
+    # Due 30 s into the interval: not overdue as of the interval's start, however late
+    # in the interval the report is made, so that a repeat gives the same figures.
+    book = CaseBook()
+    book.apply(dossier("received", 0, due_h=1, due_plus_ms=30_000))
+    now = T0_MS + HOUR_MS + 50_000
+    assert figures(BacklogReporter(0, MINUTE_MS).report(book, now)) == {
+        ("dossier", "SO-TNMT"): (1, 0, 1)
+    }
+
+
+def test_a_repeat_in_the_same_interval_is_the_same_record():
+    # A new owner after a rebalance, or a restarted worker, reports the same interval.
+    book = busy_book()
+    restored = CaseBook()
+    restored.restore(book.take_dirty())
+    now = T0_MS + 2 * HOUR_MS
+    once = BacklogReporter(1, MINUTE_MS).report(book, now)
+    again = BacklogReporter(1, MINUTE_MS).report(restored, now + 30_000)
+    assert [(r.identity, r.to_json()) for r in once] == [(r.identity, r.to_json()) for r in again]
+
+
+def test_a_group_without_open_cases_is_reported_once_with_zeros():
+    book = CaseBook()
+    book.apply(dossier("received", 0, case="a", agency="SO-TNMT"))
+    book.apply(dossier("received", 0, case="b", agency="UBND-TPHD"))
+    reporter = BacklogReporter(0, MINUTE_MS)
+    assert len(reporter.report(book, T0_MS)) == 2
+    book.apply(dossier("resolved", 1, case="a", agency="SO-TNMT"))
+    assert figures(reporter.report(book, T0_MS + MINUTE_MS)) == {
+        ("dossier", "UBND-TPHD"): (1, 0, 0),
+        ("dossier", "SO-TNMT"): (0, 0, 0),
+    }
+    assert figures(reporter.report(book, T0_MS + 2 * MINUTE_MS)) == {
+        ("dossier", "UBND-TPHD"): (1, 0, 0)
+    }
+
+
+def test_the_near_due_horizon_is_the_reporters():
+    book = CaseBook()
+    book.apply(dossier("received", 0, due_h=5))
+    assert figures(BacklogReporter(0, MINUTE_MS, near_due_ms=HOUR_MS).report(book, T0_MS)) == {
+        ("dossier", "SO-TNMT"): (1, 0, 0)
+    }
+    with pytest.raises(ValueError, match="every_ms"):
+        BacklogReporter(0, every_ms=0)
 
 
 # --- memory ----------------------------------------------------------------------------
