@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DURATION ?= 90
 RATE ?= 200
+BACKFILL ?= 26h
 
 .PHONY: demo test unit integration lint clean system-deps
 
@@ -15,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/ioc demo --duration $(DURATION) --rate $(RATE)
+	$(BIN)/ioc demo --duration $(DURATION) --rate $(RATE) --backfill $(BACKFILL)
 
 # Apache Kafka for the integration tests runs on the JDK; its jars come from Maven
 # Central (fetched on first use into ~/.cache/ioc-streams, never into the repo).

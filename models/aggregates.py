@@ -728,6 +728,12 @@ class WindowResult:
       middle part empty for a global group); group values are written as text
       (non-strings as JSON) with `%` and `|` percent-encoded.
       Deterministic, so a replay after a crash overwrites instead of duplicating.
+    - Derived: `aqi_station_1h`, the hourly VN_AQI per station (Decision 1459/QĐ-TCMT),
+      is declared in no pack but computed from each final of `air_station_1h`
+      (streams.windows.aqi): same family, group and window, always final, `count` the
+      hour's; `statistics` are `aqi`, `dominant`, `band`, `band_vi`, a sub-index
+      `aqi_<pollutant>` for pm25 pm10 o3 no2 so2 co (null when not computable) and the
+      NowCast concentrations `nowcast_pm25`, `nowcast_pm10` (docs/AGGREGATES.md).
     """
 
     aggregate: str

@@ -16,6 +16,7 @@ from streams.kafka import ssl_context
 from streams.metrics import Metrics
 from streams.settings import KafkaSettings, Settings
 from streams.stages.base import BatchStage
+from streams.stages.cases import CaseStage
 from streams.stages.ingest import IngestStage
 from streams.stages.windows import WindowStage
 from streams.windows import default_aggregates, load_aggregates
@@ -75,6 +76,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     app.stages = [
         IngestStage(settings, app.metrics, on_crash=app.crash),
         WindowStage(settings, app.metrics, aggregates, on_crash=app.crash),
+        CaseStage(settings, app.metrics, on_crash=app.crash),
     ]
 
     @app.task

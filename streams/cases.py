@@ -25,6 +25,13 @@ State goes to a changelog (streams.changelog) as one record per case:
 key `"<kind>:<id>"`, value JSON `[agency, status, occurred_ms, due_ms]`, and None
 (a tombstone) once the case is dropped. `take_dirty` gives what changed since the
 previous call; `restore` takes the recovered records back, exactly.
+
+`BacklogReporter` turns one book's backlog into `case_backlog` records for
+`ioc.aggregates`, once per interval (docs/AGGREGATES.md, "Case backlog"). A book
+holds the cases of one input partition (ingest keys them by case id), so its figures
+are a disjoint part of each agency's backlog: the partition is part of the record's
+group and identity, and an agency's backlog is the sum over partitions of the
+records of one interval.
 """
 
 from __future__ import annotations
@@ -36,9 +43,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["DAY_MS", "FINAL", "Backlog", "CaseBook"]
+from models.aggregates import WindowResult
+
+__all__ = ["BACKLOG_AGGREGATE", "DAY_MS", "FINAL", "Backlog", "BacklogReporter", "CaseBook"]
 
 DAY_MS = 24 * 3600 * 1000
+BACKLOG_AGGREGATE = "case_backlog"
 
 #: Statuses per kind, in the order that breaks ties between events of the same
 #: millisecond (later wins); final statuses come last.
@@ -100,6 +110,14 @@ def _epoch_ms(value: Any, field: str) -> int:
     raise ValueError(f"{field}: expected an RFC 3339 time with offset or epoch ms (got {value!r})")
 
 
+def _text(value: Any, field: str) -> str:
+    # A non-string agency would break the sort in `backlog` long after the event was
+    # taken; an id of another type would not survive the changelog as the same key.
+    if isinstance(value, str) and value:
+        return value
+    raise ValueError(f"{field}: expected a non-empty string (got {value!r})")
+
+
 class CaseBook:
     """The cases of one input partition: what is open, by whom, and since when."""
 
@@ -119,8 +137,9 @@ class CaseBook:
     def apply(self, event: Mapping[str, Any]) -> bool:
         """Take one validated service event; True if the book changed.
 
-        Raises ValueError (or KeyError for a missing field) on an event that is not
-        a validated service event — a bug upstream, not bad input.
+        Raises ValueError (KeyError for a missing field, TypeError for a value of the
+        wrong shape) on an event that is not a validated service event: ingest never
+        writes one, so the caller dead-letters it rather than stop.
         """
         kind = event["kind"]
         ranks = _RANK.get(kind)
@@ -130,7 +149,7 @@ class CaseBook:
         rank = ranks.get(status)
         if rank is None:
             raise ValueError(f"status: {status!r} is not a {kind} status")
-        case_id = event[_ID_FIELD[kind]]
+        case_id = _text(event[_ID_FIELD[kind]], _ID_FIELD[kind])
         occurred_ms = _epoch_ms(event["occurred_at"], "occurred_at")
         cases = self._cases[kind]
         current = cases.get(case_id)
@@ -150,7 +169,8 @@ class CaseBook:
             if due is None and not final:
                 raise ValueError(f"due_at: required for an open {kind} (status {status!r})")
             due_ms = None if due is None else _epoch_ms(due, "due_at")
-            agency = self._agencies.setdefault(event["agency"], event["agency"])
+            agency = _text(event["agency"], "agency")
+            agency = self._agencies.setdefault(agency, agency)
             if current is None:
                 cases[case_id] = _Case(agency, _STATUS[status], occurred_ms, due_ms)
             else:
@@ -239,3 +259,55 @@ class CaseBook:
             cases[case_id] = _Case(agency, _STATUS[status], occurred_ms, due_ms)
             if status not in FINAL[kind]:
                 self._open += 1
+
+
+class BacklogReporter:
+    """The `case_backlog` records of one input partition's book, once per interval.
+
+    Intervals are `every_ms` long and aligned to the epoch; a report is stamped with
+    its interval's start `at` (window_start = window_end = at) and counts against
+    `now = at`, so reporting the same book again in the same interval (a retry, or a
+    new owner after a rebalance) gives the same identity and overwrites.
+
+    A group (kind, agency) reported last time that has no open case now is reported
+    once more with zeros, so that a consumer that keeps the last value per series
+    (a Prometheus-style gauge) does not keep showing a backlog that is gone. That
+    memory is not saved: after a restart or a handover the first report has no zero
+    rows for groups that closed in between; sums per interval are right regardless.
+    """
+
+    def __init__(self, partition: int, every_ms: int, near_due_ms: int = DAY_MS) -> None:
+        if every_ms <= 0:
+            raise ValueError(f"every_ms must be > 0 (got {every_ms})")
+        self.partition = partition
+        self.every_ms = every_ms
+        self.near_due_ms = near_due_ms
+        self._last: int | None = None  # start of the interval last reported
+        self._groups: set[tuple[str, str]] = set()  # (kind, agency) reported last time
+
+    def due(self, now_ms: int) -> bool:
+        """Whether the interval of now_ms has not been reported yet."""
+        return self._last is None or now_ms - now_ms % self.every_ms > self._last
+
+    def report(self, book: CaseBook, now_ms: int) -> list[WindowResult]:
+        """The records for the interval of now_ms; [] if it was reported already."""
+        if not self.due(now_ms):
+            return []
+        at = now_ms - now_ms % self.every_ms
+        rows = book.backlog(at, self.near_due_ms)
+        groups = {(row.kind, row.agency) for row in rows}
+        gone = [Backlog(kind, agency, 0, 0, 0) for kind, agency in sorted(self._groups - groups)]
+        self._last, self._groups = at, groups
+        return [self._result(row, at) for row in [*rows, *gone]]
+
+    def _result(self, row: Backlog, at: int) -> WindowResult:
+        return WindowResult(
+            aggregate=BACKLOG_AGGREGATE,
+            family="services",
+            group={"agency": row.agency, "kind": row.kind, "partition": self.partition},
+            window_start=at,
+            window_end=at,
+            statistics={"open": row.open, "overdue": row.overdue, "near_due": row.near_due},
+            count=row.open,
+            final=True,
+        )

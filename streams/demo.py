@@ -3,31 +3,57 @@
 Stops everything on Ctrl-C, SIGTERM or after --duration, and leaves no process
 behind: the children run in their own sessions (so a terminal's Ctrl-C reaches only
 this process, which stops them in order: simulator, worker, broker) and die with it.
+
+The simulator first sends --backfill of history (so that hourly and daily windows
+close within a short demo), then live traffic; a line every `PROGRESS_EVERY_S` shows
+what the worker has done. At the end the demo prints the worker's counters and, read
+back from `ioc.aggregates`, the final results and running updates per aggregate, with
+the configured aggregates that had no final result.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from datetime import UTC, datetime
+from typing import Any, Final
 
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.broker import EmbeddedBroker
+from streams.cases import BACKLOG_AGGREGATE
 from streams.kafka import client_options
 from streams.processes import spawn, stop
 from streams.settings import Settings
-from streams.simulate import Simulation, run
+from streams.simulate import Progress, Simulation, run
+from streams.topics import AGGREGATES
+from streams.windows import HourlyAqi, default_aggregates, load_aggregates
+from streams.windows.aqi import DERIVED
 
-__all__ = ["Samples", "read_metrics", "run_demo"]
+__all__ = [
+    "Samples",
+    "Tally",
+    "count_aggregates",
+    "expected_aggregates",
+    "read_metrics",
+    "run_demo",
+]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+#: (aggregate, final) → records of `ioc.aggregates`.
+Tally = Counter[tuple[str, bool]]
+
+PROGRESS_EVERY_S: Final = 10.0
 
 
 def read_metrics(url: str, timeout: float = 2.0) -> Samples:
@@ -54,6 +80,72 @@ def _summary(samples: Samples) -> list[str]:
     return lines
 
 
+def expected_aggregates(settings: Settings) -> list[str]:
+    """What the worker is configured to put in `ioc.aggregates`: the pack's aggregates,
+    then the derived ones (the hourly AQI when the pack can feed it, the case backlog)."""
+    path = settings.windows.aggregates
+    pack = load_aggregates(path) if path is not None else default_aggregates()
+    names = [aggregate.name for aggregate in pack]
+    if HourlyAqi.for_pack(pack) is not None:
+        names.append(DERIVED)
+    return [*names, BACKLOG_AGGREGATE]
+
+
+async def count_aggregates(options: dict[str, Any], timeout: float = 60.0) -> tuple[Tally, bool]:
+    """Every record of `ioc.aggregates` from the beginning, counted by aggregate and
+    final flag, and whether every partition was read to its end within `timeout`.
+    No consumer group: nothing is committed and nothing is left behind.
+
+    Reads up to the high watermark that fetch responses carry (not ListOffsets, which
+    some brokers answer wrongly; docs/BROKERS.md)."""
+    tally: Tally = Counter()
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the metadata that partitions_for_topic reads
+        partitions = consumer.partitions_for_topic(AGGREGATES) or set()
+        remaining = {TopicPartition(AGGREGATES, partition) for partition in partitions}
+        if not remaining:
+            return tally, True
+        consumer.assign(list(remaining))
+        await consumer.seek_to_beginning(*remaining)
+        deadline = time.monotonic() + timeout
+        empty_rounds = 0
+        while remaining and time.monotonic() < deadline:
+            batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=20_000)
+            for records in batches.values():
+                for record in records:
+                    value = orjson.loads(record.value)
+                    tally[value["aggregate"], bool(value["final"])] += 1
+            for tp in list(remaining):
+                highwater = consumer.highwater(tp)
+                if highwater is not None and await consumer.position(tp) >= highwater:
+                    remaining.discard(tp)
+            empty_rounds = 0 if batches else empty_rounds + 1
+            if empty_rounds >= 5:
+                # No fetch response has carried a high watermark: empty partitions.
+                return tally, True
+    finally:
+        await consumer.stop()
+    return tally, not remaining
+
+
+def _aggregates_summary(tally: Tally, complete: bool, expected: list[str]) -> list[str]:
+    names = expected + sorted({name for name, _ in tally} - set(expected))
+    width = max(map(len, names), default=10)
+    lines = [f"  {'aggregate':<{width}}  {'final':>8}  {'running':>8}"]
+    for name in names:
+        lines.append(f"  {name:<{width}}  {tally[name, True]:>8}  {tally[name, False]:>8}")
+    missing = [name for name in expected if not tally[name, True]]
+    if not complete:
+        lines.append("(not read to the end in time: the counts are partial)")
+    if missing:
+        lines.append("no final result for: " + ", ".join(missing))
+    else:
+        lines.append(f"every configured aggregate ({len(expected)}) has final results")
+    return lines
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     logs = settings.data_dir / "demo"
     logs.mkdir(parents=True, exist_ok=True)
@@ -74,6 +166,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 stdout=worker_log,
                 stderr=subprocess.STDOUT,
             )
+            history = ""
+            if args.backfill:
+                history = (
+                    f"\n  history  the {args.backfill / 3600:g} h before now first, as fast as"
+                    " possible (one reading per device per 5 min, no incidents)"
+                )
             print(
                 f"ioc demo\n"
                 f"  broker   {broker.bootstrap} (embedded Tansu, memory only)\n"
@@ -82,6 +180,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 f"  traffic  {args.rate:g} messages/s, seed {args.seed}, "
                 f"{args.bad_share:.0%} malformed"
                 + (f", {args.duration:g} s" if args.duration else "")
+                + history
                 + "\nCtrl-C stops everything.",
                 flush=True,
             )
@@ -91,16 +190,33 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 rate=args.rate,
                 duration=args.duration,
                 bad_share=args.bad_share,
+                backfill=args.backfill,
             )
             kafka = settings.kafka.model_copy(update={"bootstrap": broker.bootstrap})
+            options = client_options(kafka)
             started = time.monotonic()
-            sent = asyncio.run(_simulate(simulation, client_options(kafka), args, worker))
+            progress = Progress()
+            sent = asyncio.run(_simulate(simulation, options, args, worker, metrics_url, progress))
             print(f"\nsent {sent} messages in {time.monotonic() - started:.1f} s", flush=True)
+            if progress.backfill_s is not None:
+                print(
+                    f"  of which {progress.backfill_sent} history messages"
+                    f" in {progress.backfill_s:.1f} s",
+                    flush=True,
+                )
             if worker.poll() is not None:
                 print(f"the worker stopped with code {worker.returncode}: see {logs}/worker.log")
                 return 1
             samples = _wait_for_ingest(metrics_url, sent, worker, timeout=60.0)
+            samples = _wait_for_stages(metrics_url, worker, timeout=60.0) or samples
             print("what the worker counted:", *_summary(samples), sep="\n", flush=True)
+            tally, complete = asyncio.run(count_aggregates(options))
+            print(
+                f"{AGGREGATES}, read back from the beginning:",
+                *_aggregates_summary(tally, complete, expected_aggregates(settings)),
+                sep="\n",
+                flush=True,
+            )
             return 0
         finally:
             if worker is not None:
@@ -114,6 +230,8 @@ async def _simulate(
     options: dict[str, object],
     args: argparse.Namespace,
     worker: subprocess.Popen[bytes],
+    metrics_url: str,
+    progress: Progress,
 ) -> int:
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -125,14 +243,96 @@ async def _simulate(
             await asyncio.sleep(0.5)
         stop_requested.set()
 
-    watcher = asyncio.create_task(watch_worker())
+    async def history_read() -> None:
+        # Ingest reads the source partitions in batches, one after another, and a data
+        # hub's batch (a JSON array without a key) feeds every validated partition: live
+        # arrays read before another partition's history would move that validated
+        # partition's watermark to now and make its history late. So the live part
+        # waits until ingest has read the history.
+        print(
+            f"history delivered: {progress.backfill_sent} messages in"
+            f" {progress.backfill_s:.1f} s; live traffic starts once ingest has read them",
+            flush=True,
+        )
+        began = time.monotonic()
+        first_read: float | None = None  # the worker may still be starting until then
+        while not stop_requested.is_set():
+            with contextlib.suppress(OSError):  # the web server is not up yet
+                samples = await asyncio.to_thread(read_metrics, metrics_url)
+                read = total(samples, "ioc_ingest_messages_total")
+                now = time.monotonic()
+                if read and first_read is None:
+                    first_read = now
+                if read >= progress.backfill_sent:
+                    reading = f"{now - first_read:.1f} s" if first_read else "one poll"
+                    print(
+                        f"ingest read the history in {reading}"
+                        f" ({now - began:.1f} s after its delivery)",
+                        flush=True,
+                    )
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_requested.wait(), 0.5)
+
+    tasks = [
+        asyncio.create_task(watch_worker()),
+        asyncio.create_task(_report_progress(metrics_url, progress, stop_requested)),
+    ]
     try:
         return await run(
-            simulation, options, manifest=args.manifest, record=args.record, stop=stop_requested
+            simulation,
+            options,
+            manifest=args.manifest,
+            record=args.record,
+            stop=stop_requested,
+            progress=progress,
+            before_live=history_read,
         )
     finally:
         stop_requested.set()
-        await watcher
+        await asyncio.gather(*tasks)
+
+
+async def _report_progress(url: str, progress: Progress, stop_requested: asyncio.Event) -> None:
+    """Every PROGRESS_EVERY_S: what was sent, and the worker's counters with their rates
+    over the interval (events/s that ingest accepted and the window stage read)."""
+    began = time.monotonic()
+    before: tuple[float, float, float] | None = None  # (time, accepted, windowed)
+    while not stop_requested.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_requested.wait(), PROGRESS_EVERY_S)
+        if stop_requested.is_set():
+            return
+        line = f"[{time.monotonic() - began:4.0f} s] sent {progress.sent}"
+        if progress.backfill_s is not None:
+            line += f" (history {progress.backfill_sent} in {progress.backfill_s:.1f} s)"
+        try:
+            # Blocking HTTP off the loop, so that producing never waits for the worker.
+            samples = await asyncio.to_thread(read_metrics, url)
+        except OSError:
+            print(line + " · worker not answering yet", flush=True)
+            continue
+        now = time.monotonic()
+        accepted = total(samples, "ioc_ingest_events_accepted_total")
+        windowed = total(samples, "ioc_windows_events_total")
+        finals = sum(
+            value
+            for (name, labels), value in samples.items()
+            if name == "ioc_windows_results_total" and ("final", "True") in labels
+        )
+        line += (
+            f" · ingest accepted {accepted:.0f} · windows read {windowed:.0f},"
+            f" results {total(samples, 'ioc_windows_results_total'):.0f} ({finals:.0f} final),"
+            f" late {total(samples, 'ioc_windows_late_events_total'):.0f}"
+        )
+        if before is not None:
+            seconds = now - before[0]
+            line += (
+                f" · {(accepted - before[1]) / seconds:.0f} accepted/s,"
+                f" {(windowed - before[2]) / seconds:.0f} windowed/s"
+            )
+        before = (now, accepted, windowed)
+        print(line, flush=True)
 
 
 def _wait_for_ingest(
@@ -149,4 +349,35 @@ def _wait_for_ingest(
         if total(samples, "ioc_ingest_messages_total") >= sent:
             break
         time.sleep(0.5)
+    return samples
+
+
+def _wait_for_stages(url: str, worker: subprocess.Popen[bytes], timeout: float) -> Samples:
+    """Poll /metrics until the window and case stages have read what ingest accepted,
+    or their counters have stood still for 3 s (a pack without some family never
+    reads all of it), or time runs out."""
+    deadline = time.monotonic() + timeout
+    samples: Samples = {}
+    last: tuple[float, float] | None = None
+    still_since = time.monotonic()
+    while time.monotonic() < deadline and worker.poll() is None:
+        try:
+            samples = read_metrics(url)
+        except OSError:
+            samples = {}
+        accepted = total(samples, "ioc_ingest_events_accepted_total")
+        services = samples.get(("ioc_ingest_events_accepted_total", (("family", "services"),)), 0)
+        read = (
+            total(samples, "ioc_windows_events_total"),
+            total(samples, "ioc_cases_events_total"),
+        )
+        if samples and read[0] >= accepted and read[1] >= services:
+            break
+        if read != last:
+            last, still_since = read, time.monotonic()
+        elif time.monotonic() - still_since >= 3.0:
+            break
+        time.sleep(0.5)
+    # What the stages produced from the last records goes out within a commit interval.
+    time.sleep(1.5)
     return samples

@@ -6,7 +6,7 @@ error kind) — never ids, IPs or user names.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 __all__ = ["Metrics"]
 
@@ -44,6 +44,14 @@ class Metrics:
         self.window_results = Counter(
             "ioc_windows_results", "Window results produced, by aggregate and final flag.",
             ["aggregate", "final"], registry=self.registry,
+        )  # fmt: skip
+        self.case_events = Counter(
+            "ioc_cases_events", "Validated service events read by the case stage.",
+            registry=self.registry,
+        )  # fmt: skip
+        self.open_cases = Gauge(
+            "ioc_cases_open", "Open cases in this worker's partitions at the last report.",
+            registry=self.registry,
         )  # fmt: skip
         self.duplicates = Counter(
             "ioc_ingest_duplicates_dropped",

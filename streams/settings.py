@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "BrokerSettings",
+    "CasesSettings",
     "IngestSettings",
     "KafkaSettings",
     "Settings",
@@ -79,6 +80,29 @@ class WindowSettings(_Section):
     idle_timeout_s: float = Field(
         30.0, gt=0, description="After this long without events, wall clock moves a watermark."
     )
+    # RocksDB is a spill area for state larger than RAM, rebuilt from the changelog on
+    # every assignment; the changelog stays the only truth (streams.windows.store).
+    store: Literal["memory", "rocksdb"] = Field(
+        "memory", description="Where open windows' accumulators live: RAM, or RocksDB on disk."
+    )
+    store_cache_panes: int = Field(
+        100_000, ge=1, description="rocksdb: accumulators kept in RAM per input partition."
+    )
+
+
+class CasesSettings(_Section):
+    # At least a second: the stage looks at the clock about once a second.
+    emit_every_s: float = Field(
+        60.0, ge=1, description="How often each partition's case backlog is reported."
+    )
+    near_due_s: float = Field(
+        86_400.0, ge=0, description="A case due within this long (and not overdue) is near due."
+    )
+    # Remembering a closed case stops a late, older event from reopening it for good;
+    # the price is memory for every case closed within the horizon.
+    closed_ttl_s: float = Field(
+        86_400.0, ge=0, description="How long a closed case is remembered after it closed."
+    )
 
 
 class WebSettings(_Section):
@@ -113,5 +137,6 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     ingest: IngestSettings = IngestSettings()
     windows: WindowSettings = WindowSettings()
+    cases: CasesSettings = CasesSettings()
     web: WebSettings = WebSettings()
     broker: BrokerSettings = BrokerSettings()

@@ -4,7 +4,8 @@
 
 yields the three families' messages (`city`, `services`, `security`) with injected
 incidents (`Simulation.incidents()`, the ground truth) and a share of malformed
-messages; `run` produces them to Kafka in real time.
+messages, after `backfill=` seconds of thinned history if asked; `run` produces them
+to Kafka in real time (the history as fast as it can).
 
     scenario.py   the province: districts, devices, agencies      (static data)
     climate.py    daily and seasonal cycles                        (pure functions)
@@ -17,6 +18,6 @@ messages; `run` produces them to Kafka in real time.
 
 from streams.simulate.generator import SimMessage, Simulation
 from streams.simulate.incidents import Incident
-from streams.simulate.producer import run
+from streams.simulate.producer import Progress, run
 
-__all__ = ["Incident", "SimMessage", "Simulation", "run"]
+__all__ = ["Incident", "Progress", "SimMessage", "Simulation", "run"]

@@ -229,6 +229,13 @@ class CitySource:
             event = normalised(event)
         return device.id.encode(), event
 
+    def reading_of(self, device: Device, at: float) -> tuple[bytes, Any]:
+        """(key, JSON value) of one reading of `device` at `at`, in either form."""
+        event = self._reading(device, at)
+        if self._rng.random() < NGSI_LD_SHARE:
+            event = normalised(event)
+        return device.id.encode(), event
+
     def valid_event(self, at: float) -> dict[str, Any]:
         """A keyValues air-quality reading: the raw material of malformed messages."""
         while (device := self._pick(at)).model != "AirQualityObserved":

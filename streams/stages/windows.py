@@ -5,6 +5,11 @@ at each checkpoint the windows that changed go to the changelog together with th
 input offset (streams.changelog), before the offsets are committed. On assignment
 a partition's state is rebuilt from the changelog and reading resumes at the offset
 stored with it, so state and position always agree.
+
+When the pack has `air_station_1h`, the hourly VN_AQI per station (`aqi_station_1h`)
+is derived from its finals by `HourlyAqi` (streams.windows.aqi), per input partition
+like the engine; its history is checkpointed in the same changelog records (keys
+`aqi|…`), so it always matches the engine state it was derived with.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.stages.base import BatchStage
 from streams.topics import AGGREGATES, DEADLETTER, FAMILIES, VALIDATED
-from streams.windows import EventTimeError, LateEvent, WindowEngine, WindowResult
+from streams.windows import EventTimeError, HourlyAqi, LateEvent, WindowEngine, WindowResult
+from streams.windows.store import pane_stores
 
 __all__ = ["WindowStage"]
 
@@ -49,15 +55,22 @@ class WindowStage(BatchStage):
         by_family: dict[str, list[Aggregate]] = defaultdict(list)
         for aggregate in aggregates:
             by_family[aggregate.family].append(aggregate)
+        store = pane_stores(settings)  # None: accumulators in RAM
         self.engines = {
             VALIDATED[family]: WindowEngine(
                 by_family[family],
                 allowed_lateness_ms=int(windows.allowed_lateness_s * 1000),
                 idle_timeout_ms=int(windows.idle_timeout_s * 1000),
+                store=store,
             )
             for family in FAMILIES
             if by_family[family]
         }
+        # Derived per validated topic, from finals of that family's engine only.
+        self.derived: dict[str, HourlyAqi] = {}
+        aqi = HourlyAqi.for_pack(aggregates)
+        if aqi is not None:
+            self.derived[VALIDATED[aqi.family]] = aqi
         super().__init__(settings, metrics, self.engines, **kwargs)
         self.family = {VALIDATED[family]: family for family in FAMILIES}
         self.changelog = topics.changelog(settings.app_id, self.name)
@@ -88,6 +101,9 @@ class WindowStage(BatchStage):
                 await self._dead_letter(tp, record, "late", reason)
         self.metrics.window_events.labels(self.family[tp.topic]).inc(len(records))
         await self._emit(results)
+        derived = self.derived.get(tp.topic)
+        if derived is not None and results:
+            await self._emit(derived.derive(partition, results))
 
     async def tick(self, now_ms: int) -> None:
         # A partition with records still to read is catching up, not idle: its
@@ -97,13 +113,21 @@ class WindowStage(BatchStage):
             highwater = consumer.highwater(tp)
             if highwater is None or self.positions.get(tp, -1) < highwater:
                 self.engines[tp.topic].keep_alive(_name(tp), now_ms)
-        for engine in self.engines.values():
-            await self._emit(engine.advance(now_ms))
+        for topic, engine in self.engines.items():
+            derived = self.derived.get(topic)
+            # Per partition: what is derived from a final belongs to its partition's state.
+            for partition, results in engine.advance_partitions(now_ms).items():
+                await self._emit(results)
+                if derived is not None:
+                    await self._emit(derived.derive(partition, results))
 
     def state_records(
         self, tp: TopicPartition, position: int
     ) -> list[tuple[str, int, bytes, bytes | None]]:
         dirty = self.engines[tp.topic].take_dirty(_name(tp))
+        derived = self.derived.get(tp.topic)
+        if derived is not None:
+            dirty += derived.take_dirty(_name(tp))
         if not dirty:
             return []
         records = self._checkpointers[tp].records(dirty, position)
@@ -117,7 +141,13 @@ class WindowStage(BatchStage):
             records = await read_to_end(self.options, self.changelog, partition)
             for tp in tps:
                 recovered = replay(tp.topic, records)
-                self.engines[tp.topic].restore(_name(tp), recovered.items.items())
+                items = list(recovered.items.items())
+                derived = self.derived.get(tp.topic)
+                if derived is not None:
+                    # The engine would tombstone keys it does not own as stale.
+                    derived.restore(_name(tp), [i for i in items if derived.owns(i[0])])
+                    items = [i for i in items if not derived.owns(i[0])]
+                self.engines[tp.topic].restore(_name(tp), items)
                 # The idle clock starts again now, not when the last event came in
                 # before a crash or a handover.
                 self.engines[tp.topic].keep_alive(_name(tp), int(time.time() * 1000))
@@ -132,6 +162,8 @@ class WindowStage(BatchStage):
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self.engines[tp.topic].drop(_name(tp))
+            if (derived := self.derived.get(tp.topic)) is not None:
+                derived.drop(_name(tp))
             self._checkpointers.pop(tp, None)
 
     async def _emit(self, results: list[WindowResult]) -> None:

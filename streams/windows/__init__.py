@@ -1,8 +1,9 @@
 """Event-time windows over validated events: the pure core of the window stage.
 
 `WindowEngine` takes normalised event dicts and returns `WindowResult`s (the records
-of `ioc.aggregates`) and `LateEvent`s; `streams.stages.windows` does the Kafka I/O
-around it. Aggregates are declared in YAML (`models.aggregates`); `DEFAULT_PACK` is
+of `ioc.aggregates`) and `LateEvent`s; `HourlyAqi` derives the hourly VN_AQI per
+station from the finals of `air_station_1h`; `streams.stages.windows` does the Kafka
+I/O around them. Aggregates are declared in YAML (`models.aggregates`); `DEFAULT_PACK` is
 the pack for the reference province.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from models.aggregates import Aggregate, AggregateConfigError, WindowResult, load_aggregates
+from streams.windows.aqi import HourlyAqi
 from streams.windows.engine import WATERMARK_KEY, LateEvent, Output, WindowEngine
 from streams.windows.plan import EventTimeError
 from streams.windows.statistics import ALPHA
@@ -23,6 +25,7 @@ __all__ = [
     "Aggregate",
     "AggregateConfigError",
     "EventTimeError",
+    "HourlyAqi",
     "LateEvent",
     "Output",
     "WindowEngine",

@@ -24,6 +24,10 @@ State for the changelog is one entry per pane (`take_dirty`), keyed
 fingerprint changes with the aggregate's definition; state of a definition that no
 longer exists is tombstoned after `restore`. Changes pile up until `take_dirty` takes
 them, so a stage must call it at every checkpoint.
+
+Accumulators live in dicts, or with `store=` in RocksDB behind a RAM cache
+(streams.windows.store): the same keys and payloads as the changelog, written back at
+each `take_dirty`; the deadline index and watermarks stay in RAM either way.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import orjson
 
 from models.aggregates import DISCRIMINATORS, TIME_FIELDS, Aggregate, WindowResult
 from streams.windows.plan import MISSING, EventTimeError, Plan, event_time_ms
+from streams.windows.store import PaneKey, PaneStore, RocksPartition, RocksStores
 
 __all__ = ["WATERMARK_KEY", "LateEvent", "Output", "WindowEngine"]
 
@@ -45,7 +50,6 @@ WATERMARK_KEY: Final = "@watermark"
 _NEVER: Final = -(1 << 62)  # the watermark of a partition that has seen no event
 
 Event = dict[str, Any]
-PaneKey = tuple[Any, int]  # (group key, pane start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,26 @@ class _Family:
         return self.by_value.get(event.get(self.field), self.always)
 
 
+class _Codec:
+    """An aggregate's panes as RocksDB entries: its changelog keys and payloads."""
+
+    __slots__ = ("plan", "prefix")
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.prefix = plan.state_prefix.encode()
+
+    def key(self, pk: PaneKey, /) -> bytes:
+        return WindowEngine._state_key(self.plan, pk).encode()
+
+    def pane(self, key: bytes, /) -> PaneKey:
+        group, _, start = key[len(self.prefix) :].decode().rpartition("|")
+        return self.plan.key_from_values(orjson.loads(group)), int(start)
+
+    def load(self, payload: bytes, /) -> list[Any]:
+        return self.plan.layout.load(orjson.loads(payload))
+
+
 class _Partition:
     __slots__ = (
         "active_ms",
@@ -104,6 +128,7 @@ class _Partition:
         "meta_dirty",
         "panes",
         "running",
+        "spill",
         "stale",
         "watermark",
         "watermark_active",
@@ -113,11 +138,15 @@ class _Partition:
         self.watermark = _NEVER
         self.active_ms: int | None = None  # wall clock of the last event processed
         self.watermark_active = _NEVER  # the watermark just after that event
-        self.panes: list[dict[PaneKey, list[Any]]] = [{} for _ in range(plans)]
+        # Plain dicts unless the engine has a store: then views of `spill`.
+        self.panes: list[PaneStore] = [{} for _ in range(plans)]
+        self.spill: RocksPartition | None = None
         self.dirty: list[set[PaneKey]] = [set() for _ in range(plans)]
         self.running: list[set[PaneKey]] = [set() for _ in range(plans)]
-        # close time → per plan index, the windows (group key, start) that close then
-        self.buckets: dict[int, dict[int, list[PaneKey]]] = {}
+        # close time → per plan index, the group keys of the windows that close then.
+        # A window's start is its close time − the plan's close_after: a key alone is
+        # ~90 bytes less per open window than a (key, start) tuple, in both stores.
+        self.buckets: dict[int, dict[int, list[Any]]] = {}
         self.deadlines: list[int] = []  # heap of the buckets' close times
         self.meta_dirty = False
         self.stale: list[str] = []  # restored keys that no aggregate owns: to tombstone
@@ -127,6 +156,8 @@ class WindowEngine:
     """Windows of many input partitions for a set of aggregates.
 
     Not thread-safe; one engine per stage task. All times are int epoch milliseconds.
+    `store`: None keeps accumulators in dicts; `RocksStores` spills them to RocksDB
+    (streams.windows.store), and `close` deletes the engine's databases.
     """
 
     def __init__(
@@ -135,6 +166,7 @@ class WindowEngine:
         *,
         allowed_lateness_ms: int = 0,
         idle_timeout_ms: int = 30_000,
+        store: RocksStores | None = None,
     ) -> None:
         if allowed_lateness_ms < 0 or idle_timeout_ms <= 0:
             raise ValueError("allowed_lateness_ms must be >= 0 and idle_timeout_ms > 0")
@@ -144,6 +176,8 @@ class WindowEngine:
         self.allowed_lateness_ms = allowed_lateness_ms
         self.idle_timeout_ms = idle_timeout_ms
         self._plans = [Plan(index, aggregate) for index, aggregate in enumerate(aggregates)]
+        self._store = store
+        self._codecs = [_Codec(plan) for plan in self._plans]
         self._by_prefix = {plan.state_prefix: plan for plan in self._plans}
         families = dict.fromkeys(plan.family for plan in self._plans)
         self._families = [
@@ -178,7 +212,7 @@ class WindowEngine:
         t = event_time_ms(raw)
         p = self._partitions.get(partition)
         if p is None:
-            p = self._partitions[partition] = _Partition(len(self._plans))
+            p = self._partitions[partition] = self._new_partition(partition)
         watermark = p.watermark
         out: list[Output] = []
         panes_of, dirty_of = p.panes, p.dirty
@@ -229,6 +263,13 @@ class WindowEngine:
         p.watermark_active = p.watermark
         return out
 
+    def _new_partition(self, partition: str) -> _Partition:
+        p = _Partition(len(self._plans))
+        if self._store is not None:
+            spill = p.spill = self._store.open(partition, p.dirty)
+            p.panes = [spill.panes(index, codec) for index, codec in enumerate(self._codecs)]
+        return p
+
     def _add(self, p: _Partition, plan: Plan, pk: PaneKey, event: Event, t: int) -> None:
         index = plan.index
         acc = p.panes[index].get(pk)
@@ -258,11 +299,11 @@ class WindowEngine:
             if bucket is None:
                 bucket = p.buckets[deadline] = {}
                 heapq.heappush(p.deadlines, deadline)
-            windows = bucket.get(plan.index)
-            if windows is None:
-                bucket[plan.index] = [(key, start)]
+            keys = bucket.get(plan.index)
+            if keys is None:
+                bucket[plan.index] = [key]
             else:
-                windows.append((key, start))
+                keys.append(key)
 
     # -- closing -----------------------------------------------------------------------
 
@@ -271,21 +312,24 @@ class WindowEngine:
         p.watermark = watermark
         deadlines = p.deadlines
         while deadlines and deadlines[0] <= watermark:
-            bucket = p.buckets.pop(heapq.heappop(deadlines))
-            for index, windows in bucket.items():
+            deadline = heapq.heappop(deadlines)
+            bucket = p.buckets.pop(deadline)
+            for index, keys in bucket.items():
                 plan = self._plans[index]
                 panes = p.panes[index]
                 dirty = p.dirty[index]
                 running = p.running[index]
+                start = deadline - plan.close_after
                 if not plan.hopping:
-                    for pk in windows:
+                    for key in keys:
+                        pk = (key, start)
                         acc = panes.pop(pk, None)
                         if acc is not None:
                             dirty.add(pk)
                             running.discard(pk)
-                            out.append(self._result(plan, pk[0], pk[1], acc, True))
+                            out.append(self._result(plan, key, start, acc, True))
                     continue
-                for key, start in dict.fromkeys(windows):  # a window once per pane
+                for key in dict.fromkeys(keys):  # a window once per pane
                     acc = self._window(plan, panes, key, start)
                     if acc is not None:
                         out.append(self._result(plan, key, start, acc, True))
@@ -294,9 +338,7 @@ class WindowEngine:
                         dirty.add((key, start))
                         running.discard((key, start))
 
-    def _window(
-        self, plan: Plan, panes: dict[PaneKey, list[Any]], key: Any, start: int
-    ) -> list[Any] | None:
+    def _window(self, plan: Plan, panes: PaneStore, key: Any, start: int) -> list[Any] | None:
         """A hopping window's accumulator, merged from its panes (None: no data)."""
         parts = [
             acc
@@ -334,9 +376,14 @@ class WindowEngine:
     def advance(self, now_ms: int) -> list[WindowResult]:
         """Called about every second with the wall clock: closes the windows of idle
         partitions, then emits the running updates that are due."""
-        out: list[Output] = []
+        return [r for results in self.advance_partitions(now_ms).values() for r in results]
+
+    def advance_partitions(self, now_ms: int) -> dict[str, list[WindowResult]]:
+        """`advance`, with the results of each partition apart (only partitions that have
+        some): what is derived from finals is kept per input partition too."""
+        out: dict[str, list[Output]] = {}
         idle_after = self.idle_timeout_ms
-        for p in self._partitions.values():
+        for name, p in self._partitions.items():
             if p.active_ms is None:
                 continue
             idle = now_ms - p.active_ms - idle_after
@@ -344,16 +391,17 @@ class WindowEngine:
                 # The watermark runs on with the wall clock from where the last event
                 # left it, so a silent sensor's windows still close.
                 p.meta_dirty = True
-                self._close(p, p.watermark_active + idle, out)
+                self._close(p, p.watermark_active + idle, out.setdefault(name, []))
         for plan in self._running:
             due = self._next_running.get(plan.index, now_ms)
             if now_ms < due:
                 continue
             assert plan.running_every is not None
             self._next_running[plan.index] = now_ms + plan.running_every
-            for p in self._partitions.values():
-                self._running_updates(p, plan, out)
-        return out  # type: ignore[return-value]  # _close only adds WindowResults here
+            for name, p in self._partitions.items():
+                self._running_updates(p, plan, out.setdefault(name, []))
+        # _close only adds WindowResults here, never LateEvents.
+        return {name: results for name, results in out.items() if results}  # type: ignore[misc]
 
     def _running_updates(self, p: _Partition, plan: Plan, out: list[Output]) -> None:
         changed = p.running[plan.index]
@@ -389,16 +437,22 @@ class WindowEngine:
             return []
         out: list[tuple[str, bytes | None]] = [(key, None) for key in p.stale]
         p.stale.clear()
+        spill = p.spill
         for plan in self._plans:
             dirty = p.dirty[plan.index]
             if not dirty:
                 continue
             panes = p.panes[plan.index]
             for pk in dirty:
-                acc = panes.get(pk)
+                acc = panes.get(pk)  # dirty ones are cached: no disk read
                 payload = None if acc is None else orjson.dumps(plan.layout.dump(acc))
-                out.append((self._state_key(plan, pk), payload))
+                state_key = self._state_key(plan, pk)
+                out.append((state_key, payload))
+                if spill is not None:
+                    spill.write(plan.index, pk, state_key.encode(), payload)
             dirty.clear()
+        if spill is not None:
+            spill.commit()  # after the dirty sets are cleared: they pin the cache
         if p.meta_dirty or out:
             out.append(
                 (WATERMARK_KEY, orjson.dumps([p.watermark, p.active_ms, p.watermark_active]))
@@ -417,7 +471,8 @@ class WindowEngine:
         latest: dict[str, bytes | None] = {}
         for key, payload in items:
             latest[key] = payload
-        p = _Partition(len(self._plans))
+        p = self._new_partition(partition)
+        spill = p.spill
         meta = latest.pop(WATERMARK_KEY, None)
         if meta is not None:
             p.watermark, p.active_ms, p.watermark_active = orjson.loads(meta)
@@ -435,13 +490,28 @@ class WindowEngine:
             if pane + plan.close_after <= p.watermark:
                 p.stale.append(state_key)  # all its windows closed: nothing to report
                 continue
-            p.panes[plan.index][key, pane] = plan.layout.load(orjson.loads(payload))
+            if spill is None:
+                p.panes[plan.index][key, pane] = plan.layout.load(orjson.loads(payload))
+            else:
+                spill.restore(plan.index, state_key.encode(), payload)
             self._register(p, plan, key, pane)
+        if spill is not None:
+            spill.commit()
+        self.drop(partition)
         self._partitions[partition] = p
 
     def drop(self, partition: str) -> None:
-        """Forget a partition (revoked in a rebalance); its changelog state stays."""
-        self._partitions.pop(partition, None)
+        """Forget a partition (revoked in a rebalance); its changelog state stays, its
+        local spill, if any, is deleted."""
+        p = self._partitions.pop(partition, None)
+        if p is not None and p.spill is not None:
+            p.spill.close()
+
+    def close(self) -> None:
+        """Forget every partition and delete their local spills (the stage stops). The
+        store itself may serve other engines: its owner closes it."""
+        for partition in list(self._partitions):
+            self.drop(partition)
 
     # -- introspection -------------------------------------------------------------------
 
@@ -480,6 +550,20 @@ class WindowEngine:
             else [p for name, p in self._partitions.items() if name == partition]
         )
         return sum(len(panes) for p in partitions for panes in p.panes)
+
+    def cached_entries(self, partition: str | None = None) -> int:
+        """Accumulators held in RAM: `state_entries` without a store; with one, those in
+        its caches (at most the cache size plus the panes changed since the last
+        checkpoint, per partition)."""
+        partitions = (
+            list(self._partitions.values())
+            if partition is None
+            else [p for name, p in self._partitions.items() if name == partition]
+        )
+        return sum(
+            sum(len(panes) for panes in p.panes) if p.spill is None else p.spill.cached
+            for p in partitions
+        )
 
     def watermark(self, partition: str) -> int | None:
         """The partition's watermark (epoch ms), None before its first event."""

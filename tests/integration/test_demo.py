@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import orjson
 import pytest
 
 from streams.broker import free_port, kafka_answers
+from streams.cases import BACKLOG_AGGREGATE
+from streams.windows import HourlyAqi, default_aggregates
+from streams.windows.aqi import DERIVED
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,7 +42,13 @@ def web_answers(port: int) -> bool:
     return True
 
 
-def test_demo_counts_every_family_and_dead_letters_then_stops(tmp_path):
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path, int, int]:
+    """One short demo after 26 h of history, shared by the tests that read its output.
+
+    26 h so that yesterday's local day has closed (end + 30 min grace) whatever the time
+    of day; at one reading per device per 5 min that is ~33k messages, a few seconds."""
+    tmp_path = tmp_path_factory.mktemp("demo")
     env, broker_port, web_port = demo_env(tmp_path)
     manifest = tmp_path / "manifest.json"
     command = [
@@ -51,18 +62,51 @@ def test_demo_counts_every_family_and_dead_letters_then_stops(tmp_path):
         "300",
         "--bad-share",
         "0.05",
+        "--backfill",
+        "26h",
         "--manifest",
         str(manifest),
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    return result, manifest, broker_port, web_port
+
+
+def test_demo_counts_every_family_and_dead_letters_then_stops(demo_run):
+    result, manifest, broker_port, web_port = demo_run
     assert result.returncode == 0, result.stdout + result.stderr
     for family in ("city", "services", "security"):
         assert f"ioc_ingest_events_accepted_total{{family={family}}}" in result.stdout
     assert "ioc_ingest_events_rejected_total{error=json" in result.stdout
     assert "ioc_ingest_events_rejected_total{error=schema" in result.stdout
-    assert orjson.loads(manifest.read_bytes())["incidents"]
+    assert "ioc_windows_late_events_total" not in result.stdout  # history read in order
+    written = orjson.loads(manifest.read_bytes())
+    assert written["incidents"] and written["backfill"]["incidents"] == []
     assert not kafka_answers("127.0.0.1", broker_port)
     assert not web_answers(web_port)
+
+
+def expected_aggregates() -> list[str]:
+    """The default pack's aggregates and those derived from its results."""
+    pack = default_aggregates()
+    names = [aggregate.name for aggregate in pack]
+    if HourlyAqi.for_pack(pack) is not None:
+        names.append(DERIVED)
+    return [*names, BACKLOG_AGGREGATE]
+
+
+def test_demo_shows_final_results_for_every_aggregate(demo_run):
+    result = demo_run[0]
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = result.stdout.split("ioc.aggregates, read back from the beginning:\n", 1)[1]
+    finals = {}
+    for line in table.splitlines()[1:]:
+        match = re.fullmatch(r"  (\w+) +(\d+) +(\d+)", line)
+        if match:
+            finals[match[1]] = int(match[2])
+    expected = expected_aggregates()
+    assert len(expected) >= 13
+    assert {name for name in expected if not finals.get(name)} == set(), table
+    assert "no final result" not in table
 
 
 def test_ctrl_c_stops_the_whole_tree(tmp_path):

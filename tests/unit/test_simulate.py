@@ -15,11 +15,12 @@ import pytest
 import streams.simulate.producer as producer_module
 from streams.ingest import process_message
 from streams.settings import IngestSettings
-from streams.simulate import Incident, SimMessage, Simulation, run
+from streams.simulate import Incident, Progress, SimMessage, Simulation, run
+from streams.simulate.generator import BACKFILL_STEP_S, FAMILY_SHARE, backfill_rate
 from streams.simulate.incidents import WINDOWS
 from streams.simulate.malformed import legacy_vietnamese
 from streams.simulate.producer import manifest_json, record_line
-from streams.simulate.scenario import DISTRICTS
+from streams.simulate.scenario import DEVICES, DISTRICTS
 from streams.topics import SOURCE
 
 START = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)  # 10:00 in Hải Dương
@@ -436,6 +437,106 @@ def test_incidents_of_later_cycles_happen_too():
     )
 
 
+# -- the backfill: thinned history before start -----------------------------------------
+
+DAY = 24 * 3600.0
+
+
+@pytest.fixture(scope="module")
+def backfilled() -> Simulation:
+    return Simulation(seed=4, start=START, rate=200, duration=30, bad_share=0.02, backfill=DAY)
+
+
+@pytest.fixture(scope="module")
+def history(backfilled: Simulation) -> list[SimMessage]:
+    return [m for m in backfilled.messages() if m.at < 0]
+
+
+def test_the_backfill_comes_first_in_time_order_then_the_live_run(backfilled, history):
+    messages = list(backfilled.messages())
+    ats = [m.at for m in messages]
+    assert ats == sorted(ats) and messages[: len(history)] == history
+    assert ats[0] == -DAY and history[-1].at > -60
+    live = messages[len(history) :]
+    assert sum(on_the_beat(m, 200) for m in live) == 30 * 200
+    assert messages == list(backfilled.messages())  # deterministic, afresh on each call
+
+
+def test_the_backfill_is_small_with_every_device_once_per_step(history):
+    # One reading per device per 5 minutes, the other families at their share (and the
+    # overdue cases closed): about 30k messages for a day, 17 million at 200/s.
+    assert len(history) == pytest.approx(backfill_rate(BACKFILL_STEP_S) * DAY, rel=0.02)
+    shares = Counter(FAMILY[m.topic] for m in history)
+    for family, share in FAMILY_SHARE.items():
+        assert shares[family] / len(history) == pytest.approx(share, abs=0.02)
+    readings = Counter(e["refDevice"] for f, e, _ in events(history) if f == "city")
+    assert set(readings) == {device.id for device in DEVICES}
+    expected = DAY / BACKFILL_STEP_S
+    assert all(0.9 * expected < count < 1.1 * expected for count in readings.values())
+
+
+def test_the_backfill_is_history_that_validates_and_keeps_the_event_times(history):
+    assert not any(m.malformed for m in history)  # future_time would not be future there
+    for message in history:
+        result = process_message(FAMILY[message.topic], message.value, INGEST, START)
+        assert result.accepted and result.rejected == [], (message, result.rejected)
+    for family, event, message in events(history):
+        offset = (event_time(family, event) - START).total_seconds()
+        assert offset == pytest.approx(message.at, abs=0.01), (family, event)
+
+
+def test_the_backfill_injects_no_incident_and_the_live_ones_keep_their_times(backfilled, history):
+    incidents = backfilled.incidents()
+    assert incidents == Simulation(seed=4, start=START, rate=200, duration=30).incidents()
+    attackers = ("203.0.113.", "198.51.100.")  # the incidents' address ranges only
+    for family, event, _ in events(history):
+        if family == "security" and "source" in event:
+            assert not event["source"]["ip"].startswith(attackers)
+    live = events([m for m in backfilled.messages() if m.at >= 0])
+    brute = next(i for i in incidents if i.kind == "brute_force")
+    attempts = [
+        (e, m)
+        for f, e, m in live
+        if f == "security" and e.get("source", {}).get("ip") == brute.entity
+    ]
+    assert len(attempts) >= 30
+    for event, message in attempts:
+        assert within(brute, "security", event)
+        offset = (event_time("security", event) - START).total_seconds()
+        assert offset == pytest.approx(message.at, abs=0.01)
+
+
+def test_no_dossier_stays_open_past_due_in_the_backfill(history):
+    # Only the overdue_dossiers incident may leave cases open past due (a clean ground
+    # truth for the rules), however thin the history: at its pace a case waits hours
+    # for its next step, so the desk closes overdue cases as they fall due.
+    step = timedelta(seconds=1 / (backfill_rate(BACKFILL_STEP_S) * FAMILY_SHARE["services"]))
+    open_due: dict[str, datetime] = {}
+    for family, event, message in events(history):
+        if family != "services":
+            continue
+        case = event.get("dossier_id") or event["feedback_id"]
+        if event["status"] in ("resolved", "returned"):
+            open_due.pop(case, None)
+        else:
+            open_due[case] = datetime.fromisoformat(event["due_at"])
+        now = START + timedelta(seconds=message.at)
+        assert not [case for case, due in open_due.items() if due < now - 20 * step]
+
+
+def test_the_live_part_continues_the_same_province(backfilled, history):
+    cases = {e.get("dossier_id") for f, e, _ in events(history) if f == "services"}
+    live = [m for m in backfilled.messages() if m.at >= 0]
+    later = {e.get("dossier_id") for f, e, _ in events(live) if f == "services"}
+    assert cases & later - {None}  # dossiers opened in the history move on live
+
+
+def test_backfill_arguments_are_checked():
+    for bad in ({"backfill": -1.0}, {"backfill": float("inf")}, {"backfill_step": 0}):
+        with pytest.raises(ValueError):
+            Simulation(**{"seed": 1, "start": START, "rate": 10, **bad})
+
+
 # -- the producer, without Kafka ---------------------------------------------------------
 
 
@@ -506,6 +607,42 @@ async def test_run_stops_when_asked(fake_kafka):
     assert fake_kafka.last is not None and fake_kafka.last.stopped
 
 
+async def test_run_sends_the_backfill_at_once_then_waits_before_going_live(fake_kafka, tmp_path):
+    simulation = Simulation(seed=2, start=START, rate=100, duration=0.5, backfill=6 * 3600.0)
+    expected = list(simulation.messages())
+    history = sum(m.at < 0 for m in expected)
+    progress = Progress()
+    seen_before_live: list[int] = []
+
+    async def before_live() -> None:
+        assert fake_kafka.last is not None
+        seen_before_live.append(len(fake_kafka.last.sent))
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    sent = await run(
+        simulation,
+        {},
+        manifest=tmp_path / "manifest.json",
+        progress=progress,
+        before_live=before_live,
+    )
+    assert 0.4 <= loop.time() - began < 5  # six hours of history, not six hours
+    assert sent == progress.sent == len(expected)
+    assert seen_before_live == [history] and progress.backfill_sent == history
+    assert progress.backfill_s is not None and progress.backfill_s < 5
+    manifest = orjson.loads((tmp_path / "manifest.json").read_bytes())
+    assert manifest["backfill"] == {
+        "start": (START - timedelta(hours=6)).isoformat(),
+        "end": START.isoformat(),
+        "seconds": 6 * 3600.0,
+        "device_step_s": BACKFILL_STEP_S,
+        "incidents": [],
+        "malformed": 0,
+    }
+    assert len(manifest["incidents"]) == len(WINDOWS)
+
+
 def test_record_lines_keep_json_and_base64_the_rest():
     good = SimMessage("ioc.city.observations", b"HD-AQ-001", b'{"a":1}', 0.0)
     assert orjson.loads(record_line(good)) == {
@@ -521,4 +658,5 @@ def test_record_lines_keep_json_and_base64_the_rest():
 def test_manifest_of_an_endless_run_covers_its_horizon():
     manifest = orjson.loads(manifest_json(Simulation(seed=1, start=START, rate=10), 1200))
     assert manifest["duration"] is None and manifest["cycle_s"] == 600
+    assert manifest["backfill"] is None
     assert len(manifest["incidents"]) == 2 * len(WINDOWS)

@@ -3,6 +3,8 @@
 Streams mix several partitions and keys, event times out of order within and beyond
 allowed lateness and grace, wall-clock gaps long enough for idle partitions, running
 updates, and (at a random point) a take_dirty/restore round trip into a fresh engine.
+Every test runs with both stores (`make_engine`): dicts, and RocksDB behind a cache so
+small that nearly every access goes to disk.
 
 The reference replays only the watermark rule to decide, per event and window, whether
 the window was still open when the event came; then it computes each window's figures
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,10 +253,29 @@ def streams(draw: st.DrawFn) -> list[tuple]:
     return ops
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(streams())
-def test_engine_matches_the_brute_force_reference(ops):
-    engine = WindowEngine(AGGREGATES, allowed_lateness_ms=LATENESS, idle_timeout_ms=IDLE)
+@settings(
+    max_examples=300,
+    deadline=None,
+    # make_engine holds no state between examples; the engines it makes are closed here.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(ops=streams())
+def test_engine_matches_the_brute_force_reference(make_engine, ops):
+    engines: list[WindowEngine] = []
+
+    def fresh() -> WindowEngine:
+        engines.append(make_engine(AGGREGATES, allowed_lateness_ms=LATENESS, idle_timeout_ms=IDLE))
+        return engines[-1]
+
+    try:
+        check_against_the_reference(fresh, ops)
+    finally:
+        for engine in engines:
+            engine.close()
+
+
+def check_against_the_reference(fresh: Callable[[], WindowEngine], ops: list[tuple]) -> None:
+    engine = fresh()
     changelog: dict[str, dict[str, bytes | None]] = defaultdict(dict)
     finals: list[WindowResult] = []
     late: list[tuple] = []
@@ -287,7 +309,8 @@ def test_engine_matches_the_brute_force_reference(ops):
         else:  # a crash right after a checkpoint: a fresh engine from the changelog
             checkpoint()
             open_before = engine.open_windows()
-            engine = WindowEngine(AGGREGATES, allowed_lateness_ms=LATENESS, idle_timeout_ms=IDLE)
+            engine.close()
+            engine = fresh()
             for partition, items in changelog.items():
                 engine.restore(partition, items.items())
             assert engine.open_windows() == open_before
