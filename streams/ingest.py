@@ -62,10 +62,14 @@ def _accept(family: str, obj: Any, context: dict[str, Any]) -> Accepted:
 
 
 def process_message(
-    family: str, raw: bytes, settings: IngestSettings, now: datetime
+    family: str, raw: bytes | None, settings: IngestSettings, now: datetime
 ) -> IngestResult:
     """Validate one Kafka message: one event, or a JSON array validated element by element."""
     result = IngestResult()
+    if raw is None:
+        # A tombstone (null value) carries no event; it is rejected, not a crash.
+        result.rejected.append(Rejected(None, b"", "json", "message has no value (a tombstone)"))
+        return result
     if len(raw) > settings.max_message_bytes:
         result.rejected.append(
             Rejected(

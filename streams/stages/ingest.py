@@ -27,7 +27,7 @@ class Record(Protocol):
     """What ingest reads of a Kafka record."""
 
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None for a tombstone, which a foreign producer can send
     offset: int
 
 

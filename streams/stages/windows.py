@@ -81,8 +81,14 @@ class WindowStage(BatchStage):
         partition = _name(tp)
         results: list[WindowResult] = []
         for record in records:
+            if record.value is None:
+                await self._dead_letter(tp, record, "schema", "not a validated event: null value")
+                continue
             try:
-                outputs = engine.process(partition, orjson.loads(record.value), now_ms)
+                event = orjson.loads(record.value)
+                if type(event) is not dict:
+                    raise EventTimeError(f"expected a JSON object, got {type(event).__name__}")
+                outputs = engine.process(partition, event, now_ms)
             except (orjson.JSONDecodeError, EventTimeError) as exc:
                 # Ingest wrote this topic, so only a foreign producer gets here: reject
                 # the record rather than stop every window of the partition.
@@ -173,7 +179,7 @@ class WindowStage(BatchStage):
 
     async def _dead_letter(self, tp: TopicPartition, record: Any, error: str, reason: str) -> None:
         letter = dead_letter(
-            Rejected(None, record.value, error, reason), family=self.family[tp.topic],
+            Rejected(None, record.value or b"", error, reason), family=self.family[tp.topic],
             topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
             now=datetime.now(UTC),
         )  # fmt: skip

@@ -107,3 +107,11 @@ async def test_a_bug_below_the_stage_is_not_swallowed(metrics):
     stage = Ingestor("city", IngestSettings(), metrics, BrokenOutbox())
     with pytest.raises(RuntimeError, match="bug"):
         await stage.ingest(SOURCE["city"], 0, Record(orjson.dumps(air_quality())), NOW)
+
+
+async def test_a_tombstone_is_dead_lettered_not_a_crash(outbox, metrics):
+    await ingestor("city", metrics, outbox).ingest(SOURCE["city"], 0, Record(None, b"k"), NOW)  # type: ignore[arg-type]
+    [(key, value)] = outbox.on(DEADLETTER)
+    letter = DeadLetter.model_validate_json(value)
+    assert key == b"k" and letter.raw == "" and letter.error == "json"
+    assert letter.reason == "message has no value (a tombstone)"

@@ -17,7 +17,7 @@ from streams.outbox import MemoryOutbox
 from streams.settings import Settings
 from streams.stages import windows as stage_module
 from streams.stages.windows import WindowStage
-from streams.topics import AGGREGATES, VALIDATED
+from streams.topics import AGGREGATES, DEADLETTER, VALIDATED
 from streams.windows import default_aggregates
 from tests.unit.windows.events import T0, M, air
 
@@ -147,3 +147,20 @@ async def test_the_changelog_replays_to_what_was_checkpointed(with_derived):
         engine.restore("p", recovered.items.items())
         dropped = {key for key, payload in engine.take_dirty("p") if payload is None}
         assert set(aqi_keys) <= dropped
+
+
+async def test_records_not_from_ingest_are_dead_lettered_and_the_batch_goes_on():
+    made = stage()
+    foreign: list[Any] = [
+        Record(None, 0),  # type: ignore[arg-type]  # a tombstone
+        Record(b"{not json", 1),
+        Record(b'{"type": "x"}', 2),
+        Record(b"[1]", 3),
+    ]
+    await handle(made, [*foreign, *readings(range(1), first_offset=4)])
+    outbox: MemoryOutbox = made.outbox  # type: ignore[assignment]
+    letters = [orjson.loads(value) for _, value in outbox.on(DEADLETTER)]
+    assert [(d["offset"], d["error"]) for d in letters] == [(n, "schema") for n in range(4)]
+    assert letters[0]["reason"] == "not a validated event: null value" and letters[0]["raw"] == ""
+    assert letters[3]["reason"] == "not a validated event: expected a JSON object, got list"
+    assert made.engines[TP.topic].cached_entries() > 0  # the valid readings were counted
