@@ -20,10 +20,11 @@ demo: $(BIN)/.installed
 
 # Apache Kafka for the integration tests runs on the JDK; its jars come from Maven
 # Central (fetched on first use into ~/.cache/ioc-streams, never into the repo).
+# kcat is the plain, non-Python Kafka client a test produces a malformed message with.
 system-deps:
-	@command -v java >/dev/null && command -v mvn >/dev/null || { \
-	  echo "installing a JDK and Maven (Debian packages)"; \
-	  apt-get update -q && apt-get install -y -q default-jdk-headless maven; }
+	@command -v java >/dev/null && command -v mvn >/dev/null && command -v kcat >/dev/null || { \
+	  echo "installing a JDK, Maven and kcat (Debian packages)"; \
+	  apt-get update -q && apt-get install -y -q default-jdk-headless maven kcat; }
 
 test: $(BIN)/.installed system-deps
 	$(BIN)/python -m pytest

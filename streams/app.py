@@ -7,6 +7,7 @@ batches (streams.stages.base explains why).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -82,9 +83,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     @app.task
     async def start_stages() -> None:
         # Runtime dependencies start now and stop with the app; stopping a stage
-        # writes its last checkpoint.
-        for stage in app.stages:
-            await app.add_runtime_dependency(stage)
+        # writes its last checkpoint. Each joins its own consumer group: together, not
+        # one after the other, so the worker is ready after one join, not three.
+        await asyncio.gather(*(app.add_runtime_dependency(stage) for stage in app.stages))
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -24,10 +24,16 @@ class MemoryOutbox:
     """Keeps what was sent, per topic, in order: for tests."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
+        """Also takes what a stage's checkpoint sends: tombstones, explicit partitions."""
         self.sent.append((topic, key, value))
 
-    def on(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+    async def flush(self) -> None:
+        """Everything sent is already 'durable'."""
+
+    def on(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
         return [(key, value) for sent_topic, key, value in self.sent if sent_topic == topic]

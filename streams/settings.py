@@ -132,7 +132,9 @@ class Settings(BaseSettings):
     )
 
     app_id: str = Field("ioc-streams", description="Consumer group and internal topic prefix.")
-    data_dir: Path = Field(Path(".ioc-data"), description="Local state (Faust tables).")
+    data_dir: Path = Field(
+        Path(".ioc-data"), description="Local scratch state: Faust tables, RocksDB window spills."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     kafka: KafkaSettings = KafkaSettings()
     ingest: IngestSettings = IngestSettings()

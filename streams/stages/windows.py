@@ -55,7 +55,7 @@ class WindowStage(BatchStage):
         by_family: dict[str, list[Aggregate]] = defaultdict(list)
         for aggregate in aggregates:
             by_family[aggregate.family].append(aggregate)
-        store = pane_stores(settings)  # None: accumulators in RAM
+        store = self.store = pane_stores(settings)  # None: accumulators in RAM
         self.engines = {
             VALIDATED[family]: WindowEngine(
                 by_family[family],
@@ -164,6 +164,16 @@ class WindowStage(BatchStage):
                     self.consumer.seek(tp, recovered.offset)
                     self.positions[tp] = recovered.offset
         log.info("windows: recovered %d partitions from %s", len(assigned), self.changelog)
+
+    async def on_stop(self) -> None:
+        try:
+            await super().on_stop()  # the last checkpoint still reads the engines
+        finally:
+            # RocksDB spills are scratch (the changelog is the state): leave no disk behind.
+            for engine in self.engines.values():
+                engine.close()
+            if self.store is not None:
+                self.store.close()
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:

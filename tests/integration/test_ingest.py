@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import shutil
+import subprocess
 import urllib.request
 
 import orjson
@@ -11,7 +13,7 @@ import pytest
 from models.deadletter import DeadLetter
 from streams.topics import DEADLETTER, SOURCE, VALIDATED
 from tests.conftest import air_quality, auth_failure, dossier
-from tests.integration.conftest import consume, produce
+from tests.integration.conftest import BROKERS, consume, produce
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +115,37 @@ async def test_array_with_one_bad_element(bootstrap, worker, unique):
     assert letter.element == 1
     assert letter.reason == "[1] pm10: value is not a number (got str)"
     assert orjson.loads(letter.original()) == bad
+
+
+async def test_a_tombstone_is_dead_lettered_and_ingest_goes_on(bootstrap, worker, unique):
+    key = f"gw-{unique}".encode()
+    after = air_quality(refDevice=f"AQ-{unique}", id=f"urn:{unique}")
+    await produce(bootstrap, SOURCE["city"], [(key, None), (key, orjson.dumps(after))])  # type: ignore[list-item]
+    [record] = await consume(bootstrap, DEADLETTER, keyed(key), until=bool)
+    letter = DeadLetter.model_validate_json(record.value)
+    assert (letter.error, letter.reason) == ("json", "message has no value (a tombstone)")
+    assert letter.original() == b""
+    assert await consume(bootstrap, VALIDATED["city"], keyed(f"AQ-{unique}".encode()), until=bool)
+
+
+# Debian's kcat (librdkafka 2.0.2) cannot talk to Tansu (README, "Broker versions"):
+# this runs on the session's Apache Kafka broker only.
+@pytest.mark.skipif("apache" not in BROKERS, reason="kcat needs Apache Kafka (IOC_TEST_BROKER)")
+@pytest.mark.parametrize("broker", ["apache"], indirect=True)
+async def test_a_message_from_kcat_is_dead_lettered_naming_the_field(bootstrap, worker, unique):
+    kcat = shutil.which("kcat")
+    assert kcat is not None, "kcat is missing: `make system-deps` installs it"
+    key = f"kcat-{unique}"
+    event = orjson.dumps(air_quality(refDevice=f"AQ-{unique}", pm25="high")).decode()
+    subprocess.run(
+        [kcat, "-b", bootstrap, "-t", SOURCE["city"], "-P", "-K", "|"],
+        input=f"{key}|{event}\n", text=True, check=True, timeout=30,
+    )  # fmt: skip
+    [record] = await consume(bootstrap, DEADLETTER, keyed(key.encode()), until=bool)
+    letter = DeadLetter.model_validate_json(record.value)
+    assert (letter.error, letter.field) == ("schema", "pm25")
+    assert letter.reason == "pm25: value is not a number (got str)"
+    assert letter.original() == event.encode()
 
 
 async def test_worker_keeps_going_after_1000_random_byte_strings(bootstrap, worker, unique):

@@ -45,9 +45,16 @@ class Consumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         pass
 
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committed = offsets
 
-def stage() -> WindowStage:
-    made = WindowStage(Settings(_env_file=None), Metrics(), default_aggregates())
+    async def stop(self) -> None:
+        pass
+
+
+def stage(settings: Settings | None = None) -> WindowStage:
+    settings = settings or Settings(_env_file=None)
+    made = WindowStage(settings, Metrics(), default_aggregates())
     made._outbox = MemoryOutbox()  # type: ignore[assignment]
     made._consumer = Consumer()  # type: ignore[assignment]
     made._checkpointers[TP] = Checkpointer(TP.topic)
@@ -164,3 +171,16 @@ async def test_records_not_from_ingest_are_dead_lettered_and_the_batch_goes_on()
     assert letters[0]["reason"] == "not a validated event: null value" and letters[0]["raw"] == ""
     assert letters[3]["reason"] == "not a validated event: expected a JSON object, got list"
     assert made.engines[TP.topic].cached_entries() > 0  # the valid readings were counted
+
+
+async def test_stopping_checkpoints_then_removes_the_rocksdb_spills(tmp_path):
+    settings = Settings(_env_file=None, data_dir=tmp_path, windows={"store": "rocksdb"})
+    made = stage(settings)
+    await handle(made, readings(range(2)))
+    spills = tmp_path / "windows"
+    assert any(spills.iterdir())  # a process directory and its lock file
+    await made.on_stop()
+    assert made.consumer.committed == {TP: 12}  # type: ignore[attr-defined]
+    outbox: MemoryOutbox = made.outbox  # type: ignore[assignment]
+    assert outbox.on(made.changelog)  # the open windows were saved first
+    assert list(spills.iterdir()) == []
