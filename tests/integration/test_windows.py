@@ -98,11 +98,13 @@ async def finals_on_kafka(bootstrap: str, identities: set[bytes], timeout: float
 
 
 @pytest.mark.skipif("apache" not in BROKERS, reason="needs Apache Kafka (IOC_TEST_BROKER)")
-async def test_sigkill_mid_stream_gives_the_same_final_results(tmp_path):
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+async def test_sigkill_mid_stream_gives_the_same_final_results(tmp_path, store):
     aggregates_path = tmp_path / "aggregates.yaml"
     aggregates_path.write_text(AGGREGATES_YAML)
     broker = start_broker("apache", tmp_path)
     env = {
+        "IOC_WINDOWS__STORE": store,  # RocksDB spills are rebuilt from the changelog too
         "IOC_WINDOWS__AGGREGATES": str(aggregates_path),
         "IOC_WINDOWS__IDLE_TIMEOUT_S": "600",  # only event time closes windows here
         "IOC_WINDOWS__ALLOWED_LATENESS_S": "5",
