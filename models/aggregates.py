@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, Protocol, get_args, get_origin
 
 import orjson
 import yaml
@@ -70,13 +70,23 @@ __all__ = [
     "Aggregate",
     "AggregateConfigError",
     "Condition",
+    "ConfigError",
     "Emit",
     "Family",
+    "FieldScope",
+    "FieldType",
+    "Loc",
     "Statistic",
     "Window",
     "WindowResult",
+    "check_filter",
+    "dotted",
+    "duplicate_keys",
+    "field_type",
     "load_aggregates",
+    "node_at",
     "parse_duration",
+    "read_list_document",
     "rfc3339",
 ]
 
@@ -99,12 +109,16 @@ TIME_FIELDS: dict[str, str] = {
 DISCRIMINATORS: dict[str, str] = {"city": "type", "services": "kind"}
 
 
-class AggregateConfigError(ValueError):
-    """An aggregates file is invalid; the message lists every problem, one per line."""
+class ConfigError(ValueError):
+    """A declaration file is invalid; the message lists every problem, one per line."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class AggregateConfigError(ConfigError):
+    """An aggregates file is invalid; the message lists every problem, one per line."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -295,7 +309,7 @@ class Aggregate(_Config):
         if collect is not None:  # load_aggregates reports them with their lines
             collect.extend(problems)
         elif problems:
-            raise ValueError("; ".join(f"{_dotted(loc)}: {message}" for loc, message in problems))
+            raise ValueError("; ".join(f"{dotted(loc)}: {message}" for loc, message in problems))
         return self
 
     @property
@@ -417,11 +431,22 @@ def _paths(model: type[BaseModel], prefix: str = "", depth: int = 0) -> Iterator
                 yield from _paths(detail, f"{prefix}{name}.", depth + 1)
 
 
-def _pinned_models(aggregate: Aggregate) -> tuple[tuple[type[BaseModel], ...], set[Any]]:
+class FieldScope(Protocol):
+    """Where field paths are looked up: a family, narrowed by a filter on its discriminator
+    (an `Aggregate`, or a rule's family and filter)."""
+
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def filter(self) -> Mapping[str, Condition]: ...
+
+
+def _pinned_models(scope: FieldScope) -> tuple[tuple[type[BaseModel], ...], set[Any]]:
     """The family's models, narrowed by a filter on the discriminator (`type`, `kind`)."""
-    models = FAMILIES[aggregate.family].models
-    discriminator = DISCRIMINATORS.get(aggregate.family)
-    condition = aggregate.filter.get(discriminator) if discriminator else None
+    models = FAMILIES[scope.family].models
+    discriminator = DISCRIMINATORS.get(scope.family)
+    condition = scope.filter.get(discriminator) if discriminator else None
     if condition is None:
         return models, set()
     wanted = {condition.eq} if condition.eq is not None else set(condition.in_ or ())
@@ -438,9 +463,9 @@ def _pinned_models(aggregate: Aggregate) -> tuple[tuple[type[BaseModel], ...], s
     return (pinned or models), wanted
 
 
-def field_type(aggregate: Aggregate, path: str) -> FieldType | str:
-    """The type of `path` in the aggregate's events, or a message saying why it is invalid."""
-    models, _ = _pinned_models(aggregate)
+def field_type(scope: FieldScope, path: str) -> FieldType | str:
+    """The type of `path` in the scope's events, or a message saying why it is invalid."""
+    models, _ = _pinned_models(scope)
     parts = path.split(".") if path != "@timestamp" else [path]
     atoms: list[tuple[str, Any]] = []
     why = "unknown field"
@@ -454,8 +479,8 @@ def field_type(aggregate: Aggregate, path: str) -> FieldType | str:
         return _field_type(atoms)
     if why != "unknown field":
         return why
-    scope = " or ".join(m.__name__ for m in models) if len(models) < 3 else aggregate.family
-    message = f"unknown field {path!r} for {scope} events"
+    events = " or ".join(m.__name__ for m in models) if len(models) < 3 else scope.family
+    message = f"unknown field {path!r} for {events} events"
     known = sorted({p for model in models for p in _paths(model)})
     close = difflib.get_close_matches(path, known, n=1)
     return message + (f"; did you mean {close[0]!r}?" if close else "")
@@ -474,16 +499,18 @@ def _value_fits(value: Any, kinds: frozenset[str]) -> bool:
     return bool(kinds & {"str", "time"})
 
 
-def check_fields(aggregate: Aggregate) -> list[tuple[Loc, str]]:
-    """Problems with the field paths of an aggregate: (location, message) pairs."""
+def check_filter(
+    scope: FieldScope, conditions: Mapping[str, Condition], at: Loc = ("filter",)
+) -> list[tuple[Loc, str]]:
+    """Problems with a filter's paths and operands in `scope`: (location, message) pairs."""
     problems: list[tuple[Loc, str]] = []
-    for path, condition in aggregate.filter.items():
-        found = field_type(aggregate, path)
+    for path, condition in conditions.items():
+        found = field_type(scope, path)
         if isinstance(found, str):
-            problems.append((("filter", path), found))
+            problems.append(((*at, path), found))
             continue
         for op, operand in condition.operators().items():
-            loc: Loc = ("filter", path, op)
+            loc: Loc = (*at, path, op)
             if op == "exists":
                 continue
             if not found.scalar:
@@ -504,6 +531,12 @@ def check_fields(aggregate: Aggregate) -> list[tuple[Loc, str]]:
                         kinds = "/".join(sorted(found.kinds))
                         problems.append((loc, f"{item!r} cannot match a {kinds} field"))
                         break
+    return problems
+
+
+def check_fields(aggregate: Aggregate) -> list[tuple[Loc, str]]:
+    """Problems with the field paths of an aggregate: (location, message) pairs."""
+    problems = check_filter(aggregate, aggregate.filter)
     for index, path in enumerate(aggregate.group_by):
         found = field_type(aggregate, path)
         if isinstance(found, str):
@@ -531,7 +564,7 @@ def _need(statistics: Sequence[str]) -> str:
     return ", ".join(statistics) + (" needs" if len(statistics) == 1 else " need")
 
 
-def _dotted(loc: Loc) -> str:
+def dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -544,7 +577,7 @@ def _dotted(loc: Loc) -> str:
 _MODELS_AT: dict[str, type[BaseModel]] = {"window": Window, "emit": Emit}
 
 
-def _node_at(node: yaml.Node, loc: Loc) -> yaml.Node:
+def node_at(node: yaml.Node, loc: Loc) -> yaml.Node:
     """The deepest YAML node along `loc`; the key's node when `loc` ends at a key."""
     for depth, part in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
@@ -581,50 +614,62 @@ def _message(error: Any, loc: Loc) -> str:
     return message[:1].lower() + message[1:]
 
 
-def _duplicate_keys(node: yaml.Node, problems: list[tuple[yaml.Node, str]]) -> None:
+def duplicate_keys(node: yaml.Node, problems: list[tuple[yaml.Node, str]]) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, value in node.value:
             if key.value in seen:
                 problems.append((key, f"{key.value}: given twice"))
             seen.add(key.value)
-            _duplicate_keys(value, problems)
+            duplicate_keys(value, problems)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _duplicate_keys(item, problems)
+            duplicate_keys(item, problems)
 
 
-def load_aggregates(path: Path) -> list[Aggregate]:
-    """Aggregates from a YAML file; `AggregateConfigError` lists every problem found."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
+def read_list_document(
+    path: Path, key: str, error: type[ConfigError]
+) -> tuple[list[Any], yaml.SequenceNode, list[str]]:
+    """A YAML file whose top is `{key: [...]}`: the items, their nodes (for line numbers)
+    and the problems with the top level. Raises `error` when there is no such list."""
 
     def at(node: yaml.Node | None) -> str:
         return f"{path}:{node.start_mark.line + 1}" if node is not None else str(path)
 
+    text = path.read_text(encoding="utf-8")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise AggregateConfigError([f"{where}: not valid YAML: {exc}"]) from None
+        raise error([f"{where}: not valid YAML: {exc}"]) from None
 
-    if not isinstance(data, dict) or not isinstance(data.get("aggregates"), list):
-        raise AggregateConfigError(
-            [f"{at(root)}: expected a mapping with an `aggregates` list at the top"]
-        )
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        article = "an" if key[0] in "aeiou" else "a"
+        raise error([f"{at(root)}: expected a mapping with {article} `{key}` list at the top"])
     assert isinstance(root, yaml.MappingNode)
-    problems: list[str] = []
-    for key, _ in root.value:
-        if key.value != "aggregates":
-            problems.append(f"{at(key)}: {key.value}: unknown key; expected aggregates")
-    items = next(value for key, value in root.value if key.value == "aggregates")
+    problems = [
+        f"{at(node)}: {node.value}: unknown key; expected {key}"
+        for node, _ in root.value
+        if node.value != key
+    ]
+    items = next(value for node, value in root.value if node.value == key)
     assert isinstance(items, yaml.SequenceNode)
+    return data[key], items, problems
 
+
+def load_aggregates(path: Path) -> list[Aggregate]:
+    """Aggregates from a YAML file; `AggregateConfigError` lists every problem found."""
+    path = Path(path)
+
+    def at(node: yaml.Node) -> str:
+        return f"{path}:{node.start_mark.line + 1}"
+
+    raw_items, items, problems = read_list_document(path, "aggregates", AggregateConfigError)
     aggregates: list[Aggregate] = []
     first: dict[str, yaml.Node] = {}  # name → its aggregate's node
-    for index, (raw, node) in enumerate(zip(data["aggregates"], items.value, strict=True)):
+    for index, (raw, node) in enumerate(zip(raw_items, items.value, strict=True)):
         name = raw.get("name") if isinstance(raw, dict) else None
         label = f"aggregate {name!r}" if isinstance(name, str) else f"aggregate #{index + 1}"
 
@@ -633,11 +678,11 @@ def load_aggregates(path: Path) -> list[Aggregate]:
         def report(
             loc: Loc, message: str, node: yaml.Node = node, label: str = label, found: list = found
         ) -> None:
-            where = _node_at(node, loc)
+            where = node_at(node, loc)
             found.append((where.start_mark.line, f"{at(where)}: {label}: {message}"))
 
         duplicates: list[tuple[yaml.Node, str]] = []
-        _duplicate_keys(node, duplicates)
+        duplicate_keys(node, duplicates)
         for key, message in duplicates:
             found.append((key.start_mark.line, f"{at(key)}: {label}: {message}"))
         if isinstance(name, str):
@@ -652,10 +697,10 @@ def load_aggregates(path: Path) -> list[Aggregate]:
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
                 loc = tuple(error["loc"])
-                report(loc, f"{_dotted(loc) or 'aggregate'}: {_message(error, loc)}")
+                report(loc, f"{dotted(loc) or 'aggregate'}: {_message(error, loc)}")
             checks = _check_what_is_valid(raw, exc)
         for loc, message in checks:
-            report(loc, f"{_dotted(loc)}: {message}")
+            report(loc, f"{dotted(loc)}: {message}")
         if found:
             problems += [message for _, message in sorted(found, key=lambda item: item[0])]
         else:

@@ -89,6 +89,31 @@ def cmd_aggregates_check(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
+    from models.aggregates import AggregateConfigError, load_aggregates
+    from models.rules import RuleConfigError, load_rules
+
+    try:
+        aggregates = load_aggregates(args.aggregates) if args.aggregates else None
+    except (AggregateConfigError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"invalid:\n{exc}"
+        print(f"{args.aggregates}: {reason}", file=sys.stderr)
+        return 1
+    failed = False
+    for path in args.files:
+        try:
+            rules = load_rules(path, aggregates)
+        except RuleConfigError as exc:
+            print(exc, file=sys.stderr)
+            failed = True
+        except OSError as exc:
+            print(f"{path}: {exc.strerror}", file=sys.stderr)
+            failed = True
+        else:
+            print(f"{path}: {len(rules)} rules, valid")
+    return 1 if failed else 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
@@ -279,6 +304,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("files", nargs="+", type=Path)
     check.set_defaults(run=cmd_aggregates_check)
+
+    rules = commands.add_parser("rules", help="alert rule definitions")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True)
+    rules_check = rules_commands.add_parser(
+        "check", help="validate rules YAML files; print every problem with file and line"
+    )
+    rules_check.add_argument("files", nargs="+", type=Path)
+    rules_check.add_argument(
+        "--aggregates",
+        type=Path,
+        metavar="FILE",
+        help="check against this aggregates file (default: the default pack)",
+    )
+    rules_check.set_defaults(run=cmd_rules_check)
     return parser
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "CasesSettings",
     "IngestSettings",
     "KafkaSettings",
+    "RulesSettings",
     "Settings",
     "WebSettings",
     "WindowSettings",
@@ -105,6 +106,12 @@ class CasesSettings(_Section):
     )
 
 
+class RulesSettings(_Section):
+    rules: Path | None = Field(
+        None, description="Alert rules YAML file; the default pack when unset."
+    )
+
+
 class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(6066, ge=0, le=65535)
@@ -140,5 +147,6 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     windows: WindowSettings = WindowSettings()
     cases: CasesSettings = CasesSettings()
+    rules: RulesSettings = RulesSettings()
     web: WebSettings = WebSettings()
     broker: BrokerSettings = BrokerSettings()
