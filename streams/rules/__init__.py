@@ -21,3 +21,30 @@ __all__ = [
     "format_value",
     "render",
 ]
+
+# The detectors, one class per rule kind (streams.rules.detectors).
+from streams.rules.detectors import (
+    AbsenceDetector,
+    Band,
+    BaselineDetector,
+    CountDetector,
+    DistinctDetector,
+    MatchDetector,
+    RateDetector,
+    RatioDetector,
+    SequenceDetector,
+    ThresholdDetector,
+)
+
+__all__ += [
+    "AbsenceDetector",
+    "Band",
+    "BaselineDetector",
+    "CountDetector",
+    "DistinctDetector",
+    "MatchDetector",
+    "RateDetector",
+    "RatioDetector",
+    "SequenceDetector",
+    "ThresholdDetector",
+]
