@@ -13,12 +13,14 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
+from models.rules import default_rules, load_rules
 from streams.kafka import ssl_context
 from streams.metrics import Metrics
 from streams.settings import KafkaSettings, Settings
 from streams.stages.base import BatchStage
 from streams.stages.cases import CaseStage
 from streams.stages.ingest import IngestStage
+from streams.stages.rules import RuleRouter, RuleStage
 from streams.stages.windows import WindowStage
 from streams.windows import default_aggregates, load_aggregates
 
@@ -74,10 +76,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     app.metrics = metrics if metrics is not None else Metrics()
     path = settings.windows.aggregates
     aggregates = load_aggregates(path) if path is not None else default_aggregates()
+    rules_path = settings.rules.rules
+    rules = load_rules(rules_path, aggregates) if rules_path else default_rules(aggregates)
     app.stages = [
         IngestStage(settings, app.metrics, on_crash=app.crash),
         WindowStage(settings, app.metrics, aggregates, on_crash=app.crash),
         CaseStage(settings, app.metrics, on_crash=app.crash),
+        RuleRouter(settings, app.metrics, rules, aggregates, on_crash=app.crash),
+        RuleStage(settings, app.metrics, rules, aggregates, on_crash=app.crash),
     ]
 
     @app.task

@@ -117,6 +117,7 @@ def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
+    from models.rules import RuleConfigError
     from streams.app import create_app
     from streams.windows import AggregateConfigError
 
@@ -125,6 +126,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         app = create_app(settings)
     except AggregateConfigError as exc:
         print(f"ioc worker: invalid aggregates, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    except RuleConfigError as exc:
+        print(f"ioc worker: invalid rules, not starting:\n{exc}", file=sys.stderr)
         return 2
     asyncio.run(_prepare_topics(settings))
     level = settings.log_level
@@ -150,7 +154,9 @@ async def _prepare_topics(settings: Settings) -> None:
     # Faust creates its leader topic after joining the group, and the metadata change
     # then costs a second join (≈ half the session timeout): create it first.
     await ensure_topics(settings.kafka, [topics.faust_leader(settings.app_id)], partitions=1)
-    changelogs = [topics.changelog(settings.app_id, stage) for stage in ("windows", "cases")]
+    changelogs = [
+        topics.changelog(settings.app_id, stage) for stage in ("windows", "cases", "rules")
+    ]
     await ensure_topics(settings.kafka, changelogs, config=CHANGELOG_CONFIG)
 
 

@@ -6,7 +6,7 @@ error kind) — never ids, IPs or user names.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["Metrics"]
 
@@ -53,6 +53,20 @@ class Metrics:
             "ioc_cases_open", "Open cases in this worker's partitions at the last report.",
             registry=self.registry,
         )  # fmt: skip
+        self.rule_inputs = Counter(
+            "ioc_rules_inputs", "Rule inputs routed to ioc.rules.inputs, by rule.",
+            ["rule"], registry=self.registry,
+        )  # fmt: skip
+        self.alerts = Counter(
+            "ioc_rules_alerts", "Alert state changes written to ioc.alerts, by rule and state.",
+            ["rule", "state"], registry=self.registry,
+        )  # fmt: skip
+        self.alert_latency = Histogram(
+            "ioc_rules_alert_latency_seconds",
+            "Wall clock from a rule input's Kafka timestamp to its firing alert being sent.",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5, 10),
+            registry=self.registry,
+        )
         self.duplicates = Counter(
             "ioc_ingest_duplicates_dropped",
             "Events dropped because their id was seen within the dedup horizon.",

@@ -110,6 +110,14 @@ class RulesSettings(_Section):
     rules: Path | None = Field(
         None, description="Alert rules YAML file; the default pack when unset."
     )
+    allowed_lateness_s: float = Field(
+        10.0, ge=0, description="Rule inputs may arrive this much out of event-time order."
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0,
+        description="After this much wall-clock silence a rule partition's event time "
+        "runs on with the wall clock (absences, windows sliding).",
+    )  # fmt: skip
 
 
 class WebSettings(_Section):

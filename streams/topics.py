@@ -20,6 +20,8 @@ VALIDATED: Final[dict[Family, str]] = {family: f"ioc.{family}.validated" for fam
 DEADLETTER: Final = "ioc.deadletter"
 AGGREGATES: Final = "ioc.aggregates"
 ALERTS: Final = "ioc.alerts"
+#: Rule inputs keyed by (rule, group), so that one group's inputs meet on one partition.
+RULE_INPUTS: Final = "ioc.rules.inputs"
 ALERT_ACTIONS: Final = "ioc.alert-actions"
 
 ALL: Final[tuple[str, ...]] = (
@@ -29,6 +31,7 @@ ALL: Final[tuple[str, ...]] = (
     AGGREGATES,
     ALERTS,
     ALERT_ACTIONS,
+    RULE_INPUTS,
 )
 
 

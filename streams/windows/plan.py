@@ -17,7 +17,15 @@ from typing import Any, Final
 from models.aggregates import DISCRIMINATORS, Aggregate, Condition
 from streams.windows.statistics import Layout
 
-__all__ = ["MISSING", "EventTimeError", "Plan", "event_time_ms", "getter"]
+__all__ = [
+    "MISSING",
+    "EventTimeError",
+    "Plan",
+    "event_time_ms",
+    "getter",
+    "key_function",
+    "matcher",
+]
 
 #: A group key when a group_by field is absent: the event is skipped for the aggregate.
 MISSING: Final = object()
@@ -129,7 +137,7 @@ def _test(path: str, condition: Condition) -> Callable[[Event], bool]:
     return test_all
 
 
-def _matcher(conditions: dict[str, Condition]) -> Callable[[Event], bool] | None:
+def matcher(conditions: dict[str, Condition]) -> Callable[[Event], bool] | None:
     tests = [_test(path, condition) for path, condition in conditions.items()]
     if not tests:
         return None
@@ -163,7 +171,7 @@ def _elements(value: list[Any]) -> list[Any]:
     return list(dict.fromkeys(v for v in value if v is not None and type(v) is not dict))
 
 
-def _key_function(group_by: tuple[str, ...]) -> Callable[[Event], Any]:
+def key_function(group_by: tuple[str, ...]) -> Callable[[Event], Any]:
     """Event → group key (MISSING if a field is absent), or a list of keys when a field
     holds a list (ECS event.category): one group per element."""
     if not group_by:
@@ -255,8 +263,8 @@ class Plan:
         conditions = dict(aggregate.filter)
         if self.dispatch is not None:
             del conditions[DISCRIMINATORS[aggregate.family]]  # the dispatch tested it
-        self.match = _matcher(conditions)
-        self.key = _key_function(aggregate.group_by)
+        self.match = matcher(conditions)
+        self.key = key_function(aggregate.group_by)
         self.layout = Layout(
             aggregate, [path if _flat(path) else getter(path) for path in aggregate.values]
         )
