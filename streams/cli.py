@@ -158,6 +158,7 @@ async def _prepare_topics(settings: Settings) -> None:
         topics.changelog(settings.app_id, stage) for stage in ("windows", "cases", "rules")
     ]
     await ensure_topics(settings.kafka, changelogs, config=CHANGELOG_CONFIG)
+    await ensure_topics(settings.kafka, [topics.rule_inputs(settings.app_id)])
 
 
 def _simulation(args: argparse.Namespace) -> Simulation:

@@ -54,7 +54,7 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
         self.rule_inputs = Counter(
-            "ioc_rules_inputs", "Rule inputs routed to ioc.rules.inputs, by rule.",
+            "ioc_rules_inputs", "Rule inputs routed to <app>-rules-inputs, by rule.",
             ["rule"], registry=self.registry,
         )  # fmt: skip
         self.alerts = Counter(

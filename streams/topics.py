@@ -20,8 +20,6 @@ VALIDATED: Final[dict[Family, str]] = {family: f"ioc.{family}.validated" for fam
 DEADLETTER: Final = "ioc.deadletter"
 AGGREGATES: Final = "ioc.aggregates"
 ALERTS: Final = "ioc.alerts"
-#: Rule inputs keyed by (rule, group), so that one group's inputs meet on one partition.
-RULE_INPUTS: Final = "ioc.rules.inputs"
 ALERT_ACTIONS: Final = "ioc.alert-actions"
 
 ALL: Final[tuple[str, ...]] = (
@@ -31,7 +29,6 @@ ALL: Final[tuple[str, ...]] = (
     AGGREGATES,
     ALERTS,
     ALERT_ACTIONS,
-    RULE_INPUTS,
 )
 
 
@@ -43,3 +40,9 @@ def faust_leader(app_id: str) -> str:
 def changelog(app_id: str, stage: str) -> str:
     """A stage's compacted state topic (streams.changelog)."""
     return f"{app_id}-{stage}-changelog"
+
+
+def rule_inputs(app_id: str) -> str:
+    """Rule inputs keyed by (rule, group), so that one group's inputs meet on one
+    partition: internal to one app, like its changelogs."""
+    return f"{app_id}-rules-inputs"

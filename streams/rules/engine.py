@@ -1,4 +1,4 @@
-"""Rule evaluation for one partition of `ioc.rules.inputs`: detectors, then lifecycles.
+"""Rule evaluation for one partition of `<app>-rules-inputs`: detectors, then lifecycles.
 
 Pure: `RuleInput`s in (streams.rules.plan), `Alert`s out, time given by the caller.
 Every input of a (rule, group) comes to the same partition, so a group's whole story
@@ -173,7 +173,7 @@ class RuleEvaluator:
 
 
 class RuleEngine:
-    """Every rule, for one partition of `ioc.rules.inputs`."""
+    """Every rule, for one partition of `<app>-rules-inputs`."""
 
     def __init__(
         self,

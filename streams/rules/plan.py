@@ -4,7 +4,7 @@ group, with what figure.
 The rule stage works in two hops (docs/RULES.md, "How rules run"): `Route.inputs`
 turns a validated event or an `ioc.aggregates` record into `RuleInput`s keyed by
 (rule, group), so that every input of one group reaches one partition of
-`ioc.rules.inputs`, whatever partition its event came from; `streams.rules.engine`
+`<app>-rules-inputs`, whatever partition its event came from; `streams.rules.engine`
 then evaluates them there. Closures resolved once at load, as in streams.windows.plan.
 """
 

@@ -5,7 +5,7 @@ groups by `source.ip`, malware spreading by file hash, an agency's backlog comes
 every partition of `case_backlog`):
 
     ioc.<family>.validated ─┐
-    ioc.aggregates (finals) ┴► RuleRouter ─► ioc.rules.inputs ─► RuleStage ─► ioc.alerts
+    ioc.aggregates (finals) ┴► RuleRouter ─► <app>-rules-inputs ─► RuleStage ─► ioc.alerts
                                (stateless)   keyed rule|group    (state per partition)
 
 The router keeps no state: its outputs are flushed before its input offsets are
@@ -34,7 +34,7 @@ from streams.rules.engine import RuleEngine
 from streams.rules.plan import RouteTable, RuleInput
 from streams.settings import Settings
 from streams.stages.base import BatchStage
-from streams.topics import AGGREGATES, ALERTS, DEADLETTER, FAMILIES, RULE_INPUTS, VALIDATED
+from streams.topics import AGGREGATES, ALERTS, DEADLETTER, FAMILIES, VALIDATED
 from streams.windows import Aggregate
 from streams.windows.plan import EventTimeError
 
@@ -73,11 +73,12 @@ class RuleRouter(BatchStage):
         if self.table.by_aggregate:
             sources.append(AGGREGATES)
         super().__init__(settings, metrics, sources, **kwargs)
+        self.inputs_topic = topics.rule_inputs(settings.app_id)
         self._routed = {rule.name: metrics.rule_inputs.labels(rule.name) for rule in rules}
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         family = self.family.get(tp.topic)
-        send = self.outbox.send
+        send, inputs_topic = self.outbox.send, self.inputs_topic
         for record in records:
             if record.value is None:
                 await self._dead_letter(tp, record, "not a validated record: null value")
@@ -96,7 +97,7 @@ class RuleRouter(BatchStage):
                 await self._dead_letter(tp, record, f"not a validated record: {exc}")
                 continue
             for item in inputs:
-                await send(RULE_INPUTS, item.key, item.to_json())
+                await send(inputs_topic, item.key, item.to_json())
                 self._routed[item.rule].inc()
 
     async def _dead_letter(self, tp: TopicPartition, record: Any, reason: str) -> None:
@@ -117,7 +118,7 @@ class RuleStage(BatchStage):
         self, settings: Settings, metrics: Metrics, rules: list[Rule],
         aggregates: list[Aggregate], **kwargs: Any,
     ) -> None:  # fmt: skip
-        super().__init__(settings, metrics, [RULE_INPUTS], **kwargs)
+        super().__init__(settings, metrics, [topics.rule_inputs(settings.app_id)], **kwargs)
         self.rules = rules
         self.summing = summing_rules(rules, aggregates)
         self.changelog = topics.changelog(settings.app_id, self.name)
