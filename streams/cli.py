@@ -114,6 +114,45 @@ def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from models.aggregates import AggregateConfigError, load_aggregates
+    from models.rules import RuleConfigError, default_rules, load_rules
+    from streams.backtest import backtest
+    from streams.windows import default_aggregates
+
+    try:
+        aggregates = load_aggregates(args.aggregates) if args.aggregates else default_aggregates()
+        rules = load_rules(args.rules, aggregates) if args.rules else default_rules(aggregates)
+        with args.events.open("rb") as lines:
+            result = backtest(lines, rules, aggregates, settings)
+    except (AggregateConfigError, RuleConfigError) as exc:
+        print(f"ioc backtest: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ioc backtest: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    for reason in result.skipped[:20]:
+        print(f"skipped {reason}", file=sys.stderr)
+    for alert in result.alerts:
+        at = alert.starts_at_ms if alert.ends_at_ms is None else alert.ends_at_ms
+        when = datetime.fromtimestamp(at / 1000, UTC).isoformat().replace("+00:00", "Z")
+        group = " ".join(
+            f"{k}={v}" for k, v in alert.labels.items() if k not in ("alertname", "severity")
+        )
+        print(f"{when}  {alert.state:<8}  {alert.rule:<24} {alert.labels['severity']:<8} {group}")
+        print(f"    {alert.annotations.get('summary_vi', '')}")
+        print(f"    {alert.annotations.get('summary_en', '')}")
+    if args.out is not None:
+        args.out.write_bytes(b"".join(alert.to_json() + b"\n" for alert in result.alerts))
+    firing = sum(alert.state == "firing" for alert in result.alerts)
+    print(
+        f"{result.events} events, {result.rejected} rejected by ingest, "
+        f"{len(result.skipped)} lines skipped: {firing} alerts fired, "
+        f"{len(result.alerts) - firing} resolved"
+    )
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
@@ -325,6 +364,25 @@ def _parser() -> argparse.ArgumentParser:
         help="check against this aggregates file (default: the default pack)",
     )
     rules_check.set_defaults(run=cmd_rules_check)
+
+    backtest = commands.add_parser(
+        "backtest", help="run the rules offline over recorded events; print the alerts"
+    )
+    backtest.add_argument(
+        "--events",
+        type=Path,
+        required=True,
+        metavar="FILE.jsonl",
+        help="events of the wire contract, or `ioc simulate --record` lines",
+    )
+    backtest.add_argument("--rules", type=Path, metavar="FILE", help="default: the shipped pack")
+    backtest.add_argument(
+        "--aggregates", type=Path, metavar="FILE", help="default: the shipped pack"
+    )
+    backtest.add_argument(
+        "--out", type=Path, metavar="FILE.jsonl", help="also write the alert records as JSONL"
+    )
+    backtest.set_defaults(run=cmd_backtest)
     return parser
 
 
