@@ -8,7 +8,9 @@ The simulator first sends --backfill of history (so that hourly and daily window
 close within a short demo), then live traffic; a line every `PROGRESS_EVERY_S` shows
 what the worker has done. At the end the demo prints the worker's counters and, read
 back from `ioc.aggregates`, the final results and running updates per aggregate, with
-the configured aggregates that had no final result.
+the configured aggregates that had no final result, and, read back from `ioc.alerts`, the
+firing and resolved alerts per rule with the first alerts' summaries (every alert is
+also copied to `alerts.jsonl` in the log directory, since the broker keeps nothing).
 """
 
 from __future__ import annotations
@@ -23,28 +25,35 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from models.alerts import Alert
+from models.rules import default_rules, load_rules
 from streams.broker import EmbeddedBroker
 from streams.cases import BACKLOG_AGGREGATE
 from streams.kafka import client_options
 from streams.processes import spawn, stop
 from streams.settings import Settings
 from streams.simulate import Progress, Simulation, run
-from streams.topics import AGGREGATES
+from streams.topics import AGGREGATES, ALERTS
 from streams.windows import HourlyAqi, default_aggregates, load_aggregates
 from streams.windows.aqi import DERIVED
 
 __all__ = [
     "Samples",
     "Tally",
+    "alert_counts",
     "count_aggregates",
     "expected_aggregates",
+    "expected_rules",
+    "read_alerts",
     "read_metrics",
     "run_demo",
 ]
@@ -54,6 +63,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 Tally = Counter[tuple[str, bool]]
 
 PROGRESS_EVERY_S: Final = 10.0
+#: Alerts per rule whose summaries the end of the demo prints (the earliest first).
+EXAMPLES_PER_RULE: Final = 2
 
 
 def read_metrics(url: str, timeout: float = 2.0) -> Samples:
@@ -69,6 +80,19 @@ def read_metrics(url: str, timeout: float = 2.0) -> Samples:
 
 def total(samples: Samples, name: str) -> float:
     return sum(value for (sample, _), value in samples.items() if sample == name)
+
+
+def alert_counts(samples: Samples) -> tuple[float, float]:
+    """(firing, resolved) alert state changes the rule stage has written to `ioc.alerts`."""
+    firing = resolved = 0.0
+    for (name, labels), value in samples.items():
+        if name == "ioc_rules_alerts_total":
+            state = dict(labels).get("state")
+            if state == "firing":
+                firing += value
+            elif state == "resolved":
+                resolved += value
+    return firing, resolved
 
 
 def _summary(samples: Samples) -> list[str]:
@@ -91,22 +115,23 @@ def expected_aggregates(settings: Settings) -> list[str]:
     return [*names, BACKLOG_AGGREGATE]
 
 
-async def count_aggregates(options: dict[str, Any], timeout: float = 60.0) -> tuple[Tally, bool]:
-    """Every record of `ioc.aggregates` from the beginning, counted by aggregate and
-    final flag, and whether every partition was read to its end within `timeout`.
-    No consumer group: nothing is committed and nothing is left behind.
+async def _read_topic(
+    options: dict[str, Any], topic: str, on_record: Callable[[Any], None], timeout: float
+) -> bool:
+    """Every record of `topic` from the beginning, passed to `on_record`, and whether
+    every partition was read to its end within `timeout`. No consumer group: nothing is
+    committed and nothing is left behind.
 
     Reads up to the high watermark that fetch responses carry (not ListOffsets, which
     some brokers answer wrongly; docs/BROKERS.md)."""
-    tally: Tally = Counter()
     consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     try:
         await consumer.topics()  # loads the metadata that partitions_for_topic reads
-        partitions = consumer.partitions_for_topic(AGGREGATES) or set()
-        remaining = {TopicPartition(AGGREGATES, partition) for partition in partitions}
+        partitions = consumer.partitions_for_topic(topic) or set()
+        remaining = {TopicPartition(topic, partition) for partition in partitions}
         if not remaining:
-            return tally, True
+            return True
         consumer.assign(list(remaining))
         await consumer.seek_to_beginning(*remaining)
         deadline = time.monotonic() + timeout
@@ -115,8 +140,7 @@ async def count_aggregates(options: dict[str, Any], timeout: float = 60.0) -> tu
             batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=20_000)
             for records in batches.values():
                 for record in records:
-                    value = orjson.loads(record.value)
-                    tally[value["aggregate"], bool(value["final"])] += 1
+                    on_record(record)
             for tp in list(remaining):
                 highwater = consumer.highwater(tp)
                 if highwater is not None and await consumer.position(tp) >= highwater:
@@ -124,10 +148,133 @@ async def count_aggregates(options: dict[str, Any], timeout: float = 60.0) -> tu
             empty_rounds = 0 if batches else empty_rounds + 1
             if empty_rounds >= 5:
                 # No fetch response has carried a high watermark: empty partitions.
-                return tally, True
+                return True
     finally:
         await consumer.stop()
-    return tally, not remaining
+    return not remaining
+
+
+async def count_aggregates(options: dict[str, Any], timeout: float = 60.0) -> tuple[Tally, bool]:
+    """Every record of `ioc.aggregates` from the beginning, counted by aggregate and
+    final flag, and whether every partition was read to its end within `timeout`."""
+    tally: Tally = Counter()
+
+    def count(record: Any) -> None:
+        value = orjson.loads(record.value)
+        tally[value["aggregate"], bool(value["final"])] += 1
+
+    complete = await _read_topic(options, AGGREGATES, count, timeout)
+    return tally, complete
+
+
+async def read_alerts(
+    options: dict[str, Any], copy_to: Path | None = None, timeout: float = 60.0
+) -> tuple[list[Alert], int, bool]:
+    """Every record of `ioc.alerts` from the beginning (in partition order), the number
+    of records that are not alerts, and whether every partition was read to its end
+    within `timeout`. With `copy_to`, the raw records go there too, one JSON a line."""
+    alerts: list[Alert] = []
+    invalid = 0
+    copy = copy_to.open("wb") if copy_to is not None else None
+
+    def keep(record: Any) -> None:
+        nonlocal invalid
+        try:
+            alerts.append(Alert.from_json(record.value))
+        except ValueError:
+            invalid += 1
+            return
+        if copy is not None:
+            copy.write(record.value + b"\n")
+
+    try:
+        complete = await _read_topic(options, ALERTS, keep, timeout)
+    finally:
+        if copy is not None:
+            copy.close()
+    return alerts, invalid, complete
+
+
+def expected_rules(settings: Settings) -> list[str]:
+    """The rules the worker is configured with, in the pack's order."""
+    path = settings.windows.aggregates
+    aggregates = load_aggregates(path) if path is not None else default_aggregates()
+    rules_path = settings.rules.rules
+    rules = load_rules(rules_path, aggregates) if rules_path else default_rules(aggregates)
+    return [rule.name for rule in rules]
+
+
+def _clock(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _alerts_summary(
+    alerts: Iterable[Alert],
+    complete: bool,
+    rules: list[str],
+    live_from_ms: int | None = None,
+    invalid: int = 0,
+    examples: int = EXAMPLES_PER_RULE,
+) -> list[str]:
+    """Per rule: firing and resolved alerts, how many of the firing ones started
+    before `live_from_ms` (in the history, which has no incidents), then the summaries
+    of the earliest firing alerts of each rule that fired, live ones first."""
+    # A later record of an identity supersedes the earlier (a firing alert whose
+    # flapping flag changed, or a replay): count identities, not records.
+    latest: dict[str, Alert] = {}
+    records = 0
+    for alert in alerts:
+        latest[alert.identity] = alert
+        records += 1
+    firing: dict[str, list[Alert]] = {}
+    resolved: Counter[str] = Counter()
+    for alert in latest.values():
+        if alert.state == "firing":
+            firing.setdefault(alert.rule, []).append(alert)
+        else:
+            resolved[alert.rule] += 1
+    names = rules + sorted((set(firing) | set(resolved)) - set(rules))
+    width = max(map(len, names), default=10)
+    history = live_from_ms is not None
+    header = f"  {'rule':<{width}}  {'firing':>8}  {'resolved':>8}"
+    lines = [header + (f"  {'history':>8}" if history else "")]
+    for name in names:
+        row = f"  {name:<{width}}  {len(firing.get(name, [])):>8}  {resolved[name]:>8}"
+        if live_from_ms is not None:
+            early = sum(a.starts_at_ms < live_from_ms for a in firing.get(name, []))
+            row += f"  {early:>8}"
+        lines.append(row)
+    if history:
+        lines.append("(history: firing alerts that started before the live traffic)")
+    if records > len(latest):
+        repeated = records - len(latest)
+        lines.append(f"{repeated} records repeated an identity already written (counted once)")
+    if invalid:
+        lines.append(f"{invalid} records were not alerts")
+    if not complete:
+        lines.append("(not read to the end in time: the counts are partial)")
+    silent = [name for name in rules if name not in firing]
+    if silent:
+        lines.append("no alert from: " + ", ".join(silent))
+    live = live_from_ms if live_from_ms is not None else -(1 << 62)
+    for name in names:
+        # The live part's alerts first: those are what the incidents caused.
+        first = sorted(
+            firing.get(name, []), key=lambda alert: (alert.starts_at_ms < live, alert.starts_at_ms)
+        )
+        if not first:
+            continue
+        shown = first[:examples]
+        more = f" (first {len(shown)} of {len(first)})" if len(first) > len(shown) else ""
+        lines.append(f"{name}{more}:")
+        for alert in shown:
+            flapping = " flapping" if alert.flapping else ""
+            severity = alert.labels.get("severity", "?")
+            when = " (history)" if alert.starts_at_ms < live else ""
+            lines.append(f"  {_clock(alert.starts_at_ms)}{when} {severity}{flapping}")
+            lines.append(f"    vi: {alert.annotations.get('summary_vi', '')}")
+            lines.append(f"    en: {alert.annotations.get('summary_en', '')}")
+    return lines
 
 
 def _aggregates_summary(tally: Tally, complete: bool, expected: list[str]) -> list[str]:
@@ -177,6 +324,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 f"  broker   {broker.bootstrap} (embedded Tansu, memory only)\n"
                 f"  metrics  {metrics_url}\n"
                 f"  logs     {logs}/\n"
+                f"  results  {AGGREGATES} (window results), {ALERTS} (alerts firing and"
+                f" resolved), read back at the end; alerts copied to {logs}/alerts.jsonl\n"
                 f"  traffic  {args.rate:g} messages/s, seed {args.seed}, "
                 f"{args.bad_share:.0%} malformed"
                 + (f", {args.duration:g} s" if args.duration else "")
@@ -214,6 +363,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             print(
                 f"{AGGREGATES}, read back from the beginning:",
                 *_aggregates_summary(tally, complete, expected_aggregates(settings)),
+                sep="\n",
+                flush=True,
+            )
+            alerts, invalid, complete = asyncio.run(read_alerts(options, logs / "alerts.jsonl"))
+            live_from_ms = int(simulation.start.timestamp() * 1000)
+            print(
+                f"{ALERTS}, read back from the beginning (all in {logs}/alerts.jsonl):",
+                *_alerts_summary(alerts, complete, expected_rules(settings), live_from_ms, invalid),
                 sep="\n",
                 flush=True,
             )
@@ -332,6 +489,8 @@ async def _report_progress(url: str, progress: Progress, stop_requested: asyncio
                 f" {(windowed - before[2]) / seconds:.0f} windowed/s"
             )
         before = (now, accepted, windowed)
+        firing, resolved = alert_counts(samples)
+        line += f" · alerts {firing:.0f} firing / {resolved:.0f} resolved"
         print(line, flush=True)
 
 

@@ -10,11 +10,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
+from models.alerts import Alert
 from streams.broker import free_port, kafka_answers
 from streams.cases import BACKLOG_AGGREGATE
 from streams.windows import HourlyAqi, default_aggregates
@@ -131,3 +133,64 @@ def test_ctrl_c_stops_the_whole_tree(tmp_path):
     assert b"stopped the worker and the broker" in output
     assert not kafka_answers("127.0.0.1", broker_port)
     assert not web_answers(web_port)
+
+
+def test_demo_alerts_on_the_incidents_of_the_run(demo_run):
+    """ioc.alerts, as the demo copies it to its log dir, has a firing alert for each
+    security incident of the manifest, and the flood's level alerts resolved.
+
+    In 25 s only rules without `keep_firing_for` can resolve: the flood (30–80 % of the
+    run) recedes below the alert level by its end, so `water_above_alert_level` and
+    `water_above_danger_level` resolve. The security rules keep firing for 5 min to 1 h
+    after their window (docs/RULES.md), far past the end of the run."""
+    result, manifest, _, _ = demo_run
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "  results  ioc.aggregates (window results), ioc.alerts" in result.stdout
+    assert re.search(r"\[ *\d+ s\] .* · alerts \d+ firing / \d+ resolved", result.stdout)
+    table = result.stdout.split("ioc.alerts, read back from the beginning", 1)[1]
+    assert "(not read to the end in time" not in table
+    alerts = [
+        Alert.from_json(line)
+        for line in (manifest.parent / "data" / "demo" / "alerts.jsonl").read_bytes().splitlines()
+    ]
+    start_ms = int(
+        datetime.fromisoformat(orjson.loads(manifest.read_bytes())["start"]).timestamp() * 1000
+    )
+    live = [alert for alert in alerts if alert.starts_at_ms >= start_ms]
+    incidents = {i["kind"]: i for i in orjson.loads(manifest.read_bytes())["incidents"]}
+
+    def states(rule: str, **labels: str) -> set[str]:
+        return {
+            alert.state
+            for alert in live
+            if alert.rule == rule and all(alert.labels.get(k) == v for k, v in labels.items())
+        }
+
+    brute = incidents["brute_force"]
+    firing = {
+        "brute_force": {"source.ip": brute["entity"]},
+        "possible_compromise": {
+            "source.ip": brute["entity"],
+            "user.name": brute["details"]["user"],
+        },
+        "password_spraying": {"source.ip": incidents["password_spraying"]["entity"]},
+        "port_scan": {"source.ip": incidents["port_scan"]["entity"]},
+        "malware_spreading": {"file.hash.sha256": incidents["malware_outbreak"]["entity"]},
+    }
+    for rule, labels in firing.items():
+        assert "firing" in states(rule, **labels), (rule, labels, table)
+    malware = incidents["malware_outbreak"]
+    hosts = {
+        alert.labels["host.name"]
+        for alert in live
+        if alert.rule == "malware_seen" and alert.labels["file.hash.sha256"] == malware["entity"]
+    }
+    assert hosts == set(malware["details"]["hosts"]), table
+    gauge = incidents["flood_rise"]["entity"]
+    for rule in ("water_above_alert_level", "water_above_danger_level"):
+        assert states(rule, refDevice=gauge) == {"firing", "resolved"}, (rule, table)
+    # Each rule's row counts what the log dir holds.
+    rows = dict(re.findall(r"^  (\w+) +(\d+) +\d+ +\d+$", table, re.MULTILINE))
+    assert int(rows["brute_force"]) == len(
+        {a.identity for a in alerts if a.rule == "brute_force" and a.state == "firing"}
+    )

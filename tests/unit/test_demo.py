@@ -1,11 +1,22 @@
-"""What `ioc demo` prints about `ioc.aggregates`, and which aggregates it expects."""
+"""What `ioc demo` prints about `ioc.aggregates` and `ioc.alerts`, and which aggregates
+and rules it expects."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
-from streams.demo import Tally, _aggregates_summary, expected_aggregates
+from models.alerts import Alert, fingerprint
+from models.rules import default_rules
+from streams.demo import (
+    Samples,
+    Tally,
+    _aggregates_summary,
+    _alerts_summary,
+    alert_counts,
+    expected_aggregates,
+    expected_rules,
+)
 from streams.settings import Settings
 from streams.windows import default_aggregates
 
@@ -45,3 +56,76 @@ def test_the_summary_counts_each_aggregate_and_names_those_without_a_final():
     assert done[-1] == "every configured aggregate (1) has final results"
     partial = _aggregates_summary(Counter({("a", True): 1}), False, ["a"])
     assert "partial" in partial[-2]
+
+
+def test_alert_counts_sum_the_rule_stage_counter_by_state():
+    samples: Samples = {
+        ("ioc_rules_alerts_total", (("rule", "a"), ("state", "firing"))): 3.0,
+        ("ioc_rules_alerts_total", (("rule", "b"), ("state", "firing"))): 2.0,
+        ("ioc_rules_alerts_total", (("rule", "a"), ("state", "resolved"))): 1.0,
+        ("ioc_rules_alerts_created", (("rule", "a"), ("state", "firing"))): 1e9,
+        ("ioc_rules_inputs_total", (("rule", "a"),)): 50.0,
+    }
+    assert alert_counts(samples) == (5.0, 1.0)
+    assert alert_counts({}) == (0.0, 0.0)
+
+
+def test_expected_rules_are_the_default_pack():
+    assert expected_rules(Settings()) == [rule.name for rule in default_rules()]
+
+
+LIVE = 1_795_662_000_000  # 2026-11-26T03:00:00Z
+
+
+def alert(rule: str, ip: str, state: str, starts: int, *, flapping: bool = False) -> Alert:
+    labels = {"alertname": rule, "severity": "warning", "source.ip": ip}
+    return Alert(
+        fingerprint=fingerprint(labels),
+        state=state,  # type: ignore[arg-type]
+        starts_at_ms=starts,
+        ends_at_ms=None if state == "firing" else starts + 60_000,
+        labels=labels,
+        annotations={"summary_vi": f"Dò mật khẩu từ {ip}", "summary_en": f"Brute force from {ip}"},
+        kind="count",
+        flapping=flapping,
+    )
+
+
+def test_the_alerts_summary_counts_per_rule_then_shows_live_alerts_first():
+    alerts = [
+        alert("brute_force", "10.0.0.1", "firing", LIVE - 3_600_000),  # in the history
+        alert("brute_force", "203.0.113.7", "firing", LIVE + 30_000),
+        alert("brute_force", "10.0.0.1", "resolved", LIVE - 3_600_000),
+        alert("brute_force", "198.51.100.9", "firing", LIVE + 20_000),
+        # The same identity again (its flapping flag changed): one alert, not two.
+        alert("brute_force", "198.51.100.9", "firing", LIVE + 20_000, flapping=True),
+        alert("port_scan", "203.0.113.8", "firing", LIVE + 40_000),
+    ]
+    lines = _alerts_summary(alerts, True, ["brute_force", "port_scan", "quiet"], LIVE, 1, 2)
+    assert lines[0].split() == ["rule", "firing", "resolved", "history"]
+    assert [line.split() for line in lines[1:4]] == [
+        ["brute_force", "3", "1", "1"],
+        ["port_scan", "1", "0", "0"],
+        ["quiet", "0", "0", "0"],
+    ]
+    assert "1 records repeated an identity already written (counted once)" in lines
+    assert "1 records were not alerts" in lines
+    assert "no alert from: quiet" in lines
+    assert not any("partial" in line for line in lines)
+    examples = lines[lines.index("brute_force (first 2 of 3):") :]
+    assert examples[1:7] == [
+        "  2026-11-26 03:00:20Z warning flapping",
+        "    vi: Dò mật khẩu từ 198.51.100.9",
+        "    en: Brute force from 198.51.100.9",
+        "  2026-11-26 03:00:30Z warning",
+        "    vi: Dò mật khẩu từ 203.0.113.7",
+        "    en: Brute force from 203.0.113.7",
+    ]
+    assert examples[7] == "port_scan:"
+
+    only_history = _alerts_summary(alerts[:1], False, ["brute_force"], LIVE)
+    assert "  2026-11-26 02:00:00Z (history) warning" in only_history
+    assert "(not read to the end in time: the counts are partial)" in only_history
+
+    # Without a live start there is no history column.
+    assert _alerts_summary([], True, ["a"])[0].split() == ["rule", "firing", "resolved"]
