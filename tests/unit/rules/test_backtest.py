@@ -146,3 +146,31 @@ def test_a_backtest_is_deterministic(recording, result):
         io.BytesIO(recording), default_rules(aggregates), aggregates, Settings(_env_file=None)
     )
     assert [a.to_json() for a in again.alerts] == [a.to_json() for a in result.alerts]
+
+
+def test_ioc_backtest_prints_and_writes_the_alerts_of_a_small_recording(tmp_path, capsys):
+    from streams.cli import main
+    from tests.conftest import auth_failure
+
+    lines = []
+    for n in range(12):
+        event = auth_failure(**{"@timestamp": f"2026-11-26T03:01:{n:02d}Z"})
+        event["event"] = {**event["event"], "id": f"bf-{n}"}
+        lines.append(orjson.dumps(event))
+    lines.append(b'{"neither": "family"}')
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "alerts.jsonl"
+    assert main(["backtest", "--events", str(events), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    [alert] = [Alert.from_json(line) for line in out.read_bytes().splitlines()]
+    assert (alert.rule, alert.state, alert.labels["source.ip"]) == (
+        "brute_force", "firing", "203.0.113.7",
+    )  # fmt: skip
+    assert alert.starts_at_ms == ms(datetime(2026, 11, 26, 3, 1, 9, tzinfo=UTC))  # the 10th
+    assert "2026-11-26T03:01:09Z  firing    brute_force" in printed.out
+    assert "Brute force from 203.0.113.7: 10 failed logins in 5m" in printed.out
+    assert "12 events, 0 rejected by ingest, 1 lines skipped: 1 alerts fired, 0 resolved" in (
+        printed.out
+    )
+    assert "skipped line 13: not an event of any family" in printed.err
