@@ -94,6 +94,9 @@ class BatchStage(Service):
     checkpoint), `on_assigned` and `on_revoked`."""
 
     name: ClassVar[str]
+    #: Producer linger for this stage; None: `IOC_KAFKA__LINGER_MS`. A stage whose
+    #: output is sparse and urgent (alerts) sends at once instead of batching.
+    linger_ms: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -158,7 +161,8 @@ class BatchStage(Service):
     async def on_start(self) -> None:
         kafka = self.settings.kafka
         self._producer = AIOKafkaProducer(
-            **self.options, acks="all", linger_ms=kafka.linger_ms,
+            **self.options, acks="all",
+            linger_ms=kafka.linger_ms if self.linger_ms is None else self.linger_ms,
             max_batch_size=kafka.max_batch_bytes,
         )  # fmt: skip
         await self._producer.start()

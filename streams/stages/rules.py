@@ -113,6 +113,7 @@ class RuleStage(BatchStage):
     """Rule inputs → detectors → alert lifecycles → `ioc.alerts`, per partition."""
 
     name: ClassVar[str] = "rules"
+    linger_ms: ClassVar[int | None] = 0  # alerts are few and urgent: no batching delay
 
     def __init__(
         self, settings: Settings, metrics: Metrics, rules: list[Rule],
