@@ -881,5 +881,23 @@ def load_rules(path: Path, aggregates: Sequence[Aggregate] | None = None) -> lis
 
 
 def default_rules(aggregates: Sequence[Aggregate] | None = None) -> list[Rule]:
-    """The shipped pack for the reference province, against the default aggregates."""
-    return load_rules(DEFAULT_RULES_PACK, aggregates)
+    """The shipped pack for the reference province.
+
+    With `aggregates` other than the default pack's, the pack's rules on an aggregate
+    they do not declare are left out: a deployment with its own aggregates file and no
+    rules file keeps every default rule that can run (an explicit rules file stays
+    strict: `load_rules`). The others are checked against `aggregates` as usual.
+    """
+    rules = load_rules(DEFAULT_RULES_PACK)
+    if aggregates is None:
+        return rules
+    outputs = aggregate_outputs(aggregates)
+    kept = [rule for rule in rules if rule.aggregate is None or rule.aggregate in outputs]
+    problems = [
+        f"{DEFAULT_RULES_PACK}: rule {rule.name!r}: {dotted(loc)}: {message}"
+        for rule in kept
+        for loc, message in check_rule(rule, outputs)
+    ]
+    if problems:
+        raise RuleConfigError(problems)
+    return kept

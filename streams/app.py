@@ -8,6 +8,7 @@ batches (streams.stages.base explains why).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import faust
@@ -25,6 +26,8 @@ from streams.stages.windows import WindowStage
 from streams.windows import default_aggregates, load_aggregates
 
 __all__ = ["IocApp", "create_app"]
+
+log = logging.getLogger(__name__)
 
 # Prometheus text format 0.0.4; aiohttp refuses a charset inside content_type.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -78,6 +81,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     aggregates = load_aggregates(path) if path is not None else default_aggregates()
     rules_path = settings.rules.rules
     rules = load_rules(rules_path, aggregates) if rules_path else default_rules(aggregates)
+    if rules_path is None and path is not None:
+        left_out = {rule.name for rule in default_rules()} - {rule.name for rule in rules}
+        if left_out:
+            log.warning(
+                "default rules on aggregates not in %s left out: %s",
+                path,
+                ", ".join(sorted(left_out)),
+            )
     app.stages = [
         IngestStage(settings, app.metrics, on_crash=app.crash),
         WindowStage(settings, app.metrics, aggregates, on_crash=app.crash),

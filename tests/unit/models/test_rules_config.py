@@ -325,3 +325,19 @@ def test_cli_exit_codes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["rules", "check", "--aggregates", str(aggregates), str(aqi)]) == 1
     assert "unknown aggregate 'aqi_station_1h'" in capsys.readouterr().err
+
+
+def test_the_default_pack_keeps_the_rules_a_custom_aggregates_file_can_run():
+    from models.rules import default_rules
+    from streams.windows import default_aggregates
+
+    only_security = [a for a in default_aggregates() if a.family == "security"]
+    kept = {rule.name for rule in default_rules(only_security)}
+    everything = {rule.name: rule for rule in default_rules()}
+    dropped = set(everything) - kept
+    # Rules on the city aggregates (and the AQI derived from them) are left out;
+    # case_backlog is the case stage's, always there.
+    assert dropped == {"aqi_poor", "traffic_anomaly"}
+    assert {everything[name].aggregate for name in dropped} == {
+        "aqi_station_1h", "traffic_counter_5m",
+    }  # fmt: skip
