@@ -74,13 +74,17 @@ class CountDetector(Scheduled[_CountState]):
             if at_ms <= watermark - self.window_ms:
                 return None  # already outside every window it could join
             state = self._groups[group] = _CountState(self.gte)
-        if at_ms >= state.latest:
+        if at_ms > state.latest:
             state.latest = at_ms
             clock = at_ms if at_ms >= watermark else watermark
             state.events.append((at_ms, event_id))
         else:
             clock = state.latest if state.latest >= watermark else watermark
             if at_ms <= clock - self.window_ms:
+                return None
+            # Not newer than the newest: possibly an event counted before and sent
+            # again (an upstream stage replays after a crash). Counted once.
+            if event_id and (at_ms, event_id) in state.events:
                 return None
             _insert_by_time(state.events, at_ms, event_id)
         return self._judge(group, state, clock)

@@ -573,3 +573,14 @@ def test_distinct_matches_a_brute_force_count(
         else:
             assert observation is not None and observation.active == now
         active = now
+
+
+def test_count_takes_an_event_sent_again_once():
+    # An upstream stage that crashed after sending and before committing sends again.
+    detector = CountDetector(window_ms=60_000, gte=3)
+    assert detector.observe(("ip",), 1_000, "a") is None
+    assert detector.observe(("ip",), 2_000, "b") is None
+    assert detector.observe(("ip",), 1_000, "a") is None  # the replay of "a"
+    assert detector.observe(("ip",), 2_000, "b") is None
+    observation = detector.observe(("ip",), 3_000, "c")
+    assert observation is not None and observation.active and observation.count == 3
