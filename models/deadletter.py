@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["DeadLetter", "DeadLetterError"]
 
-DeadLetterError = Literal["json", "schema", "too_large", "late"]
+DeadLetterError = Literal["json", "schema", "too_large", "late", "sink"]
 
 
 class DeadLetter(BaseModel):

@@ -112,7 +112,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     async def health_page(web: Any, request: Any) -> Any:
         """200 once every stage has joined its consumer group and runs, else 503."""
         stages = {
-            stage.name: "crashed" if stage.crashed else "ok" if stage.joined else "starting"
+            stage.title: "crashed" if stage.crashed else "ok" if stage.joined else "starting"
             for stage in app.stages
         }
         ready = all(state == "ok" for state in stages.values())

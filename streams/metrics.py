@@ -6,7 +6,13 @@ error kind) — never ids, IPs or user names.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sinks.base import Sink
 
 __all__ = ["Metrics"]
 
@@ -73,3 +79,40 @@ class Metrics:
             ["family"],
             registry=self.registry,
         )
+
+
+class SinkCollector(Collector):
+    """Each sink's status (sinks/base.py `SinkStatus`), read at scrape time: the sinks
+    count for themselves, nothing is updated per record here."""
+
+    def __init__(self, sinks: Callable[[], Iterable[Sink]]) -> None:
+        self._sinks = sinks
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "ioc_sink_up", "1 while the sink's writes are acknowledged; 0 while it retries "
+            "or has not written yet.", labels=["sink"],
+        )  # fmt: skip
+        queued = GaugeMetricFamily(
+            "ioc_sink_queued_records", "Records taken by the sink, not yet acknowledged.",
+            labels=["sink"],
+        )  # fmt: skip
+        written = CounterMetricFamily(
+            "ioc_sink_written_records", "Records the sink's server acknowledged.", labels=["sink"]
+        )
+        retries = CounterMetricFamily(
+            "ioc_sink_retries", "Write attempts retried after a transient failure.",
+            labels=["sink"],
+        )  # fmt: skip
+        rejected = CounterMetricFamily(
+            "ioc_sink_rejected_records", "Records refused for good (dead-lettered).",
+            labels=["sink"],
+        )  # fmt: skip
+        for sink in self._sinks():
+            status, labels = sink.status, [sink.name]
+            up.add_metric(labels, 1.0 if status.state == "up" else 0.0)
+            queued.add_metric(labels, status.queued)
+            written.add_metric(labels, status.written)
+            retries.add_metric(labels, status.retries)
+            rejected.add_metric(labels, status.rejected)
+        yield from (up, queued, written, retries, rejected)

@@ -124,7 +124,7 @@ class BatchStage(Service):
 
     @property
     def group(self) -> str:
-        return f"{self.settings.app_id}-{self.name}"
+        return f"{self.settings.app_id}-{self.title}"
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -149,6 +149,15 @@ class BatchStage(Service):
     ) -> list[tuple[str, int, bytes, bytes | None]]:
         """(topic, partition, key, value) records that save this partition's state."""
         return []
+
+    async def before_commit(self) -> None:
+        """At each checkpoint, before the outbox is flushed and the offsets committed:
+        a stage that writes outside Kafka waits for its acknowledgements here."""
+
+    @property
+    def title(self) -> str:
+        """The stage's name in `/health` (unique within a worker)."""
+        return self.name
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Before the first batch of newly assigned partitions (recover state here)."""
@@ -238,6 +247,7 @@ class BatchStage(Service):
             for tp, position in self.positions.items():
                 for topic, partition, key, value in self.state_records(tp, position):
                     await self.outbox.send(topic, key, value, partition)
+            await self.before_commit()
             await self.outbox.flush()
             if offsets:
                 await self.consumer.commit(offsets)
