@@ -15,6 +15,7 @@ Nothing is committed before everything it produced is durable: at-least-once.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -28,11 +29,34 @@ from streams.metrics import Metrics
 from streams.outbox import DeliveryFailed
 from streams.settings import Settings
 
-__all__ = ["BatchStage", "ProducerOutbox"]
+__all__ = ["BatchStage", "ProducerOutbox", "merge_by_timestamp"]
 
 log = logging.getLogger(__name__)
 
 CrashHandler = Callable[[BaseException], Awaitable[None]]
+
+
+def merge_by_timestamp(
+    batches: dict[TopicPartition, list[Any]],
+) -> list[tuple[TopicPartition, list[Any]]]:
+    """Records of several partitions in timestamp order (each partition's own order
+    kept), as runs of consecutive records of one partition."""
+    batches = {tp: records for tp, records in batches.items() if records}
+    if len(batches) <= 1:
+        return list(batches.items())
+    streams = [
+        [(record.timestamp, index, n, record) for n, record in enumerate(records)]
+        for index, records in enumerate(batches.values())
+    ]
+    partitions = list(batches)
+    runs: list[tuple[TopicPartition, list[Any]]] = []
+    current = -1
+    for _, index, _, record in heapq.merge(*streams):
+        if index != current:
+            runs.append((partitions[index], []))
+            current = index
+        runs[-1][1].append(record)
+    return runs
 
 
 class ProducerOutbox:
@@ -94,6 +118,9 @@ class BatchStage(Service):
     checkpoint), `on_assigned` and `on_revoked`."""
 
     name: ClassVar[str]
+    #: Read partitions in fair shares merged by record timestamp (`_fetch_interleaved`),
+    #: for stages whose output mixes their input partitions.
+    interleave: ClassVar[bool] = False
     #: Producer linger for this stage; None: `IOC_KAFKA__LINGER_MS`. A stage whose
     #: output is sparse and urgent (alerts) sends at once instead of batching.
     linger_ms: ClassVar[int | None] = None
@@ -220,10 +247,14 @@ class BatchStage(Service):
         max_records = self.settings.kafka.max_poll_records
         next_checkpoint = next_tick = time.monotonic()
         while not self.should_stop:
-            batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+            if self.interleave:
+                runs = await self._fetch_interleaved(max_records)
+            else:
+                batches = await consumer.getmany(timeout_ms=200, max_records=max_records)
+                runs = list(batches.items())
             async with self.processing:
                 now_ms = int(time.time() * 1000)
-                for tp, records in batches.items():
+                for tp, records in runs:
                     # A batch fetched before a rebalance took its partition away.
                     if records and tp in self.assigned:
                         await self.handle(tp, records, now_ms)
@@ -235,6 +266,22 @@ class BatchStage(Service):
                 if now >= next_checkpoint:
                     await self.checkpoint()
                     next_checkpoint = now + interval
+
+    async def _fetch_interleaved(self, max_records: int) -> list[tuple[TopicPartition, list[Any]]]:
+        """A fair share of every partition with records buffered, merged by record
+        timestamp. aiokafka hands out one partition's whole fetch (megabytes: hours of
+        a replayed history) before the next; a stage whose output mixes partitions
+        (ingest, the rule router) would then run one partition's event time far ahead
+        of the others', and what comes after looks late or silent downstream."""
+        consumer = self.consumer
+        share = max(100, max_records // max(1, len(self.assigned)))
+        batches = dict(await consumer.getmany(timeout_ms=200, max_records=share))
+        if not batches:
+            return []
+        for tp in self.assigned:
+            if tp not in batches:
+                batches.update(await consumer.getmany(tp, timeout_ms=0, max_records=share))
+        return merge_by_timestamp(batches)
 
     async def checkpoint(self) -> None:
         """Save state, make every produced record durable, then commit the offsets."""

@@ -70,6 +70,7 @@ class IngestStage(BatchStage):
     """One consumer group over the three source topics; one Ingestor per family."""
 
     name: ClassVar[str] = "ingest"
+    interleave: ClassVar[bool] = True  # its output mixes its input partitions
 
     def __init__(self, settings: Settings, metrics: Metrics, **kwargs: Any) -> None:
         super().__init__(settings, metrics, SOURCE.values(), **kwargs)

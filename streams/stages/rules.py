@@ -62,6 +62,7 @@ class RuleRouter(BatchStage):
     """Validated events and window finals → the inputs of the rules they feed."""
 
     name: ClassVar[str] = "rules-route"
+    interleave: ClassVar[bool] = True  # its output mixes its input partitions
 
     def __init__(
         self, settings: Settings, metrics: Metrics, rules: list[Rule],
