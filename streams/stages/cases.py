@@ -38,6 +38,10 @@ __all__ = ["CaseStage"]
 
 log = logging.getLogger(__name__)
 
+#: A partition whose newest record read was written less than this long ago counts as
+#: caught up although records keep arriving.
+CAUGHT_UP_MS = 10_000
+
 
 def _why(exc: Exception) -> str:
     if isinstance(exc, KeyError):  # str() of a KeyError is only the quoted key
@@ -62,9 +66,11 @@ class CaseStage(BatchStage):
         self.books: dict[TopicPartition, CaseBook] = {}
         self._reporters: dict[TopicPartition, BacklogReporter] = {}
         self._checkpointers: dict[TopicPartition, Checkpointer] = {}
+        self._newest_ms: dict[TopicPartition, int] = {}  # Kafka timestamp of the newest read
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         book = self.books[tp]
+        self._newest_ms[tp] = records[-1].timestamp
         for record in records:
             if record.value is None:
                 # A tombstone: no bytes to decode, and none for the dead letter's `raw`.
@@ -84,10 +90,15 @@ class CaseStage(BatchStage):
         for tp, reporter in self._reporters.items():
             if not reporter.due(now_ms):
                 continue
-            # A partition with records still to read would report a backlog it has not
+            # A partition with history still to read would report a backlog it has not
             # seen yet; it reports once it has caught up, in the same interval if it can.
+            # Caught up: nothing left to read, or the newest record read was written
+            # moments ago (under steady traffic a few records are always in flight).
             highwater = consumer.highwater(tp)
-            if highwater is None or self.positions.get(tp, 0) < highwater:
+            if highwater is None:
+                continue
+            behind = self.positions.get(tp, 0) < highwater
+            if behind and now_ms - self._newest_ms.get(tp, 0) > CAUGHT_UP_MS:
                 continue
             book = self.books[tp]
             book.expire(now_ms)

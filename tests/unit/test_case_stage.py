@@ -25,6 +25,7 @@ class Record:
     value: bytes | None
     offset: int
     key: bytes | None = b"k"
+    timestamp: int = 0  # when Kafka got it
 
 
 class Consumer:
@@ -97,3 +98,13 @@ async def test_a_partition_reports_once_caught_up_and_once_per_interval(stage):
     await stage.tick(now + 2000)
     assert len(sent(stage, AGGREGATES)) == 1
     assert stage.metrics.registry.get_sample_value("ioc_cases_open") == 2
+
+
+async def test_under_steady_traffic_a_partition_a_few_records_behind_still_reports(stage):
+    now = T0_MS + 2 * HOUR_MS
+    written = Record(orjson.dumps(dossier("received", 0, case="a")), 0, timestamp=now - 2000)
+    await stage.handle(TP, [written], now)
+    stage.positions[TP] = 1
+    stage.consumer.highwaters[TP] = 4  # three more arrived while it read: in flight
+    await stage.tick(now)
+    assert len(sent(stage, AGGREGATES)) == 1
