@@ -1,0 +1,400 @@
+"""Alertmanager sink: alert state changes of `ioc.alerts` → `POST /api/v2/alerts`.
+
+Alertmanager keeps no durable state and resolves an alert whose `endsAt` has passed,
+so a client keeps re-sending (REFERENCE.md §1.2). This sink keeps the latest state per
+fingerprint in memory:
+
+- a firing alert is re-sent every `resend_s` (60 s) with `endsAt = now + 3·resend_s`:
+  Alertmanager keeps it active while we run, and resolves it on its own about three
+  minutes after we die (Prometheus does the same with 4× its resend delay);
+- a resolved alert is sent with its `ends_at`, then re-sent every `resend_s` for
+  `resolved_resend_s` (5 min) after we took it, in case Alertmanager restarted and
+  only learns of the alert from a late firing copy elsewhere; then it is no longer
+  sent but remembered for `remember_s`, so that a replayed older record cannot
+  bring it back.
+
+Which state wins: states of one fingerprint are ordered by (`starts_at_ms`, firing <
+resolved); a record lower than the one held is ignored (an out-of-order older
+record never resurrects a resolved alert); an equal or higher one supersedes.
+
+Labels: Alertmanager (≤ 0.27) accepts only Prometheus label names `[a-zA-Z_][a-zA-Z0-9_]*`,
+and our group labels are field paths, so `label_name` maps them (docs/SINKS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random as _random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+from urllib.parse import quote
+
+import orjson
+
+from models.aggregates import rfc3339
+from models.alerts import Alert
+from sinks.base import Rejection, SinkRecord, SinkStatus
+from sinks.http import AiohttpPost, Answer, Backoff, Post, TransientError, deliver, redact
+
+__all__ = [
+    "AlertmanagerSink",
+    "AlertmanagerTarget",
+    "annotation_set",
+    "label_name",
+    "label_set",
+    "postable_alert",
+]
+
+log = logging.getLogger(__name__)
+
+TOPIC: Final = "ioc.alerts"
+#: How many times `resend_s` a firing alert stays valid in Alertmanager without news.
+VALIDITY_RESENDS: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class AlertmanagerTarget:
+    """Where and how to send alerts to Alertmanager."""
+
+    #: Base URL of Alertmanager, e.g. `http://alertmanager:9093`; the sink posts to
+    #: `<url>/api/v2/alerts` (a path prefix such as `/am` is kept).
+    url: str
+    #: HTTP basic auth (e.g. behind a reverse proxy); set both or neither.
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: `Authorization: Bearer <token>`; not together with basic auth.
+    bearer_token: str | None = field(default=None, repr=False)
+    #: Seconds between re-sends of an alert; keep it well below Alertmanager's
+    #: `resolve_timeout` (5 min). Firing alerts are valid for 3× this.
+    resend_s: float = 60.0
+    #: Seconds a resolved alert keeps being re-sent after the sink took it.
+    resolved_resend_s: float = 300.0
+    #: Seconds a resolved alert is remembered after its re-sends end, against replays.
+    remember_s: float = 3600.0
+    #: Link back to the console: `{fingerprint}` and `{alertname}` are substituted
+    #: (URL-quoted), e.g. `https://ioc.example/alerts/{fingerprint}`. None: no link.
+    generator_url: str | None = None
+    #: Which summary becomes the `summary` annotation; the other is `description`.
+    summary_language: Literal["vi", "en"] = "vi"
+    #: Seconds one POST may take before it counts as a transient failure.
+    timeout_s: float = 10.0
+    #: Retry delays of transient failures.
+    backoff: Backoff = field(default_factory=Backoff)
+
+    @property
+    def endpoint(self) -> str:
+        return self.url.rstrip("/") + "/api/v2/alerts"
+
+    @property
+    def auth(self) -> Literal["none", "basic", "bearer"]:
+        if self.bearer_token:
+            return "bearer"
+        return "basic" if self.username is not None else "none"
+
+    def check(self) -> None:
+        """ValueError on a configuration that cannot work."""
+        if self.bearer_token and (self.username is not None or self.password is not None):
+            raise ValueError("alertmanager: basic auth and bearer token are exclusive")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("alertmanager: basic auth needs both username and password")
+        if not 0 < self.resend_s <= self.resolved_resend_s:
+            raise ValueError("alertmanager: need 0 < resend_s <= resolved_resend_s")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"alertmanager: url must be http(s), got {redact(self.url)!r}")
+
+
+# -- mapping -------------------------------------------------------------------------
+
+_SEPARATORS = re.compile(r"[.\-/: ]")
+_INVALID = re.compile(r"[^A-Za-z0-9_]")
+
+
+def label_name(name: str) -> str:
+    """A field path as a Prometheus label name: separators (`.` `-` `/` `:` space)
+    become `_`, other invalid characters (`@`, non-ASCII) are dropped, a leading digit
+    gets a `_` prefix and a leading `__` (reserved) becomes `_`.
+
+    `source.ip` → `source_ip`, `file.hash.sha256` → `file_hash_sha256`,
+    `@timestamp` → `timestamp`, `refDevice` → `refDevice`.
+    """
+    mapped = _INVALID.sub("", _SEPARATORS.sub("_", name))
+    if not mapped or mapped[0].isdigit():
+        mapped = "_" + mapped
+    return re.sub(r"^__+", "_", mapped)
+
+
+def _mapped(values: Mapping[str, str]) -> dict[str, str]:
+    # Names are taken in sorted order, so two names that map alike (`source.ip` and
+    # `source_ip`) always get the same distinct results: the second gets `_2`.
+    result: dict[str, str] = {}
+    for name in sorted(values):
+        value = values[name]
+        if value == "":
+            continue  # Alertmanager drops empty labels; an empty value means absent
+        mapped = base = label_name(name)
+        suffix = 2
+        while mapped in result:
+            mapped, suffix = f"{base}_{suffix}", suffix + 1
+        result[mapped] = value
+    return result
+
+
+def label_set(alert: Alert) -> dict[str, str]:
+    """The alert's labels with Prometheus label names (empty values left out)."""
+    return _mapped(alert.labels)
+
+
+def annotation_set(alert: Alert, summary_language: Literal["vi", "en"] = "vi") -> dict[str, str]:
+    """The record's annotations (names mapped like labels) plus `summary`,
+    `description`, `evidence_ids`, `evidence_count`, `ioc_fingerprint`, `kind`
+    and `flapping`."""
+    notes = dict(alert.annotations)
+    other = "en" if summary_language == "vi" else "vi"
+    first = notes.get(f"summary_{summary_language}") or notes.get(f"summary_{other}")
+    second = notes.get(f"summary_{other}")
+    if first:
+        notes.setdefault("summary", first)
+    if second and second != first:
+        notes.setdefault("description", second)
+    evidence = alert.evidence
+    if evidence.event_ids:
+        notes["evidence_ids"] = ",".join(evidence.event_ids)
+    if evidence.count is not None:
+        notes["evidence_count"] = str(evidence.count)
+    notes["ioc_fingerprint"] = alert.fingerprint
+    notes["kind"] = alert.kind
+    notes["flapping"] = "true" if alert.flapping else "false"
+    return _mapped(notes)
+
+
+def postable_alert(
+    alert: Alert,
+    now_ms: int,
+    *,
+    resend_s: float = 60.0,
+    generator_url: str | None = None,
+    summary_language: Literal["vi", "en"] = "vi",
+) -> dict[str, Any]:
+    """The Alertmanager v2 `postableAlert` for one alert state, sent at `now_ms`.
+
+    Alertmanager works on wall-clock time and alerts carry event time: a time ahead
+    of `now_ms` (clock skew, a simulation running ahead) is taken as now, so that a
+    resolved alert is resolved at once and `startsAt <= endsAt` always holds.
+    """
+    starts_ms = min(alert.starts_at_ms, now_ms)
+    if alert.state == "firing":
+        ends_ms = now_ms + int(VALIDITY_RESENDS * resend_s * 1000)
+    else:
+        ends_ms = min(alert.ends_at_ms if alert.ends_at_ms is not None else now_ms, now_ms)
+        ends_ms = max(ends_ms, starts_ms)
+    payload: dict[str, Any] = {
+        "labels": label_set(alert),
+        "annotations": annotation_set(alert, summary_language),
+        "startsAt": rfc3339(starts_ms),
+        "endsAt": rfc3339(ends_ms),
+    }
+    if generator_url:
+        payload["generatorURL"] = generator_url.replace(
+            "{fingerprint}", quote(alert.fingerprint, safe="")
+        ).replace("{alertname}", quote(alert.labels.get("alertname", ""), safe=""))
+    return payload
+
+
+def _order(alert: Alert) -> tuple[int, int]:
+    return (alert.starts_at_ms, 0 if alert.state == "firing" else 1)
+
+
+# -- the sink ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    alert: Alert
+    record: SinkRecord
+    taken_ms: int  # wall clock when write() took this state
+    sent_ms: int | None = None  # last acknowledged send; None: not yet acknowledged
+
+
+class AlertmanagerSink:
+    """Sends alert state changes to one Alertmanager and keeps them alive there.
+
+    Send to every member of an Alertmanager cluster (they deduplicate
+    notifications): one sink per member, each with its own `name`.
+    """
+
+    topic = TOPIC
+
+    def __init__(
+        self,
+        target: AlertmanagerTarget,
+        *,
+        name: str = "alertmanager",
+        post: Post | None = None,
+        clock: Callable[[], int] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        """`post`, `clock` (wall ms), `sleep` and `random` are for tests."""
+        target.check()
+        self.name = name
+        self.target = target
+        self.status = SinkStatus(
+            extra={"url": redact(target.url), "auth": target.auth, "alerts": 0, "resent": 0}
+        )
+        self._own_post = post is None
+        self._post: Post = post or AiohttpPost(target.timeout_s)
+        self._clock = clock or (lambda: int(time.time() * 1000))
+        self._sleep = sleep
+        self._random = random
+        self._entries: dict[str, _Entry] = {}
+        self._rejected: list[Rejection] = []
+        self._taken = 0
+        self._tick_attempt = 0
+        self._tick_not_before_ms = 0
+
+    # -- Sink ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._own_post and isinstance(self._post, AiohttpPost):
+            await self._post.open()
+        self.status.state = "up"
+
+    async def write(self, records: list[SinkRecord]) -> None:
+        now_ms = self._clock()
+        for record in records:
+            try:
+                alert = Alert.from_json(record.value)
+                if not alert.labels.get("alertname"):
+                    raise ValueError("labels: alertname missing")
+            except ValueError as exc:
+                self._rejected.append(Rejection(record, f"not an ioc.alerts record: {exc}"))
+                continue
+            self._taken += 1
+            held = self._entries.get(alert.fingerprint)
+            if held is not None and _order(alert) < _order(held.alert):
+                continue  # an older state (a replay, or out of order): never resurrect
+            self._entries[alert.fingerprint] = _Entry(alert, record, taken_ms=now_ms)
+        self._update_counts()
+
+    async def flush(self) -> list[Rejection]:
+        rejected, self._rejected = self._rejected, []
+        refused = 0
+        pending = [entry for entry in self._entries.values() if entry.sent_ms is None]
+        if pending:
+            now_ms = self._clock()
+            payloads = [self._payload(entry.alert, now_ms) for entry in pending]
+            answer = await self._deliver(payloads)
+            if answer.ok:
+                for entry in pending:
+                    entry.sent_ms = now_ms
+            else:
+                # Alertmanager stores the valid alerts of a batch and answers 400 for
+                # the rest; one at a time finds which (re-posting is idempotent).
+                for entry, payload in zip(pending, payloads, strict=True):
+                    answer = await self._deliver([payload]) if len(pending) > 1 else answer
+                    if answer.ok:
+                        entry.sent_ms = now_ms
+                        continue
+                    reason = f"alertmanager {redact(self.target.endpoint)}: {answer.describe()}"
+                    log.error("alert %s rejected: %s", entry.alert.identity, reason)
+                    rejected.append(Rejection(entry.record, reason))
+                    refused += 1
+                    del self._entries[entry.alert.fingerprint]
+        self.status.written += self._taken - refused
+        self.status.rejected += len(rejected)
+        self._taken = 0
+        self.status.state = "up"
+        self._update_counts()
+        return rejected
+
+    async def tick(self, now_ms: int) -> None:
+        """Re-send acknowledged alerts due again; forget old resolved ones. One
+        attempt per tick: a failure is retried at a later tick, with backoff."""
+        resend_ms = int(self.target.resend_s * 1000)
+        resolved_ms = int(self.target.resolved_resend_s * 1000)
+        remember_ms = int(self.target.remember_s * 1000)
+        due: list[_Entry] = []
+        for fingerprint, entry in list(self._entries.items()):
+            age_ms = now_ms - entry.taken_ms
+            if entry.alert.state == "resolved" and age_ms > resolved_ms:
+                if age_ms > resolved_ms + remember_ms:
+                    del self._entries[fingerprint]
+                continue
+            if entry.sent_ms is not None and now_ms - entry.sent_ms >= resend_ms:
+                due.append(entry)
+        self._update_counts()
+        if not due or now_ms < self._tick_not_before_ms:
+            return
+        body = orjson.dumps([self._payload(entry.alert, now_ms) for entry in due])
+        answer: Answer | None = None
+        try:
+            answer = await self._post(self.target.endpoint, body, self._headers())
+        except TransientError as exc:
+            error = str(exc)
+        else:
+            error = answer.describe()
+        if answer is not None and not answer.transient:
+            # A permanent refusal of what was accepted before is not worth hammering:
+            # it is logged and tried again at the next re-send.
+            if not answer.ok:
+                self.status.last_error = f"re-send: {error}"
+                log.error("re-send to %s refused: %s", redact(self.target.url), error)
+            for entry in due:
+                entry.sent_ms = now_ms
+            self.status.extra["resent"] += len(due)
+            self.status.state = "up"
+            self._tick_attempt = 0
+            return
+        delay_s = self.target.backoff.delay(self._tick_attempt, self._random)
+        self._tick_attempt += 1
+        self._tick_not_before_ms = now_ms + int(delay_s * 1000)
+        self.status.state = "retrying"
+        self.status.last_error = f"{redact(self.target.endpoint)}: {error}"
+        self.status.retries += 1
+        log.warning("re-send to %s failed (%s)", redact(self.target.url), error)
+
+    async def close(self) -> None:
+        if self._own_post and isinstance(self._post, AiohttpPost):
+            await self._post.close()
+        self.status.state = "stopped"
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _payload(self, alert: Alert, now_ms: int) -> dict[str, Any]:
+        return postable_alert(
+            alert,
+            now_ms,
+            resend_s=self.target.resend_s,
+            generator_url=self.target.generator_url,
+            summary_language=self.target.summary_language,
+        )
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.target.bearer_token:
+            headers["Authorization"] = f"Bearer {self.target.bearer_token}"
+        elif self.target.username is not None:
+            pair = f"{self.target.username}:{self.target.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        return headers
+
+    async def _deliver(self, payloads: list[dict[str, Any]]) -> Answer:
+        return await deliver(
+            self._post,
+            self.target.endpoint,
+            orjson.dumps(payloads),
+            self._headers,
+            status=self.status,
+            backoff=self.target.backoff,
+            sleep=self._sleep,
+            random=self._random,
+        )
+
+    def _update_counts(self) -> None:
+        self.status.queued = self._taken
+        self.status.extra["alerts"] = len(self._entries)

@@ -1,0 +1,162 @@
+"""HTTP delivery shared by the alert sinks: one POST, and retrying it until answered.
+
+    TransientError          connection refused or reset, timeout: worth retrying
+    Answer.transient        a 408, 429 or 5xx answer: worth retrying
+    anything else 4xx       permanent: the sink turns it into a Rejection
+
+`deliver` retries transient failures for as long as it takes, with exponential
+backoff and full jitter (sleep a uniform random time in [0, min(max_s, base_s·2ⁿ)]),
+so many workers do not hammer a server that comes back at the same instant. It never
+gives up: the sink's status says `retrying` with the last error meanwhile, and only
+cancellation (the worker stopping) ends the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from sinks.base import SinkStatus
+
+__all__ = [
+    "AiohttpPost",
+    "Answer",
+    "Backoff",
+    "Post",
+    "TransientError",
+    "deliver",
+    "redact",
+]
+
+log = logging.getLogger(__name__)
+
+#: How much of a server's answer goes into status, logs and dead letters.
+MAX_ANSWER_CHARS = 1000
+
+
+class TransientError(Exception):
+    """The request got no answer (connection refused or reset, timeout)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A server's answer: status and body text (cut to MAX_ANSWER_CHARS)."""
+
+    status: int
+    body: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def transient(self) -> bool:
+        """408, 429 and 5xx may succeed later; any other 4xx will not."""
+        return self.status in (408, 429) or self.status >= 500
+
+    def describe(self) -> str:
+        return f"HTTP {self.status}: {self.body}" if self.body else f"HTTP {self.status}"
+
+
+class Post(Protocol):
+    """POST `body` to `url`; return the answer or raise TransientError."""
+
+    def __call__(self, url: str, body: bytes, headers: Mapping[str, str]) -> Awaitable[Answer]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter (AWS Architecture Blog, "Exponential
+    Backoff And Jitter"): attempt n sleeps uniform(0, min(max_s, base_s·2ⁿ))."""
+
+    base_s: float = 0.5
+    max_s: float = 30.0
+
+    def ceiling(self, attempt: int) -> float:
+        # min() before the power would overflow a float after ~1000 attempts.
+        return self.max_s if attempt >= 64 else min(self.max_s, self.base_s * 2**attempt)
+
+    def delay(self, attempt: int, random: Callable[[], float]) -> float:
+        return random() * self.ceiling(attempt)
+
+
+class AiohttpPost:
+    """The real `Post`: one aiohttp session, opened and closed by the sink."""
+
+    def __init__(self, timeout_s: float, auth: aiohttp.BasicAuth | None = None) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._auth = auth
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, auth=self._auth, headers={"User-Agent": "ioc-streams"}
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __call__(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        if self._session is None:
+            raise RuntimeError("AiohttpPost used before open()")
+        try:
+            async with self._session.post(url, data=body, headers=dict(headers)) as response:
+                text = await response.text(errors="replace")
+                return Answer(response.status, text.strip()[:MAX_ANSWER_CHARS])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+
+
+async def deliver(
+    post: Post,
+    url: str,
+    body: bytes,
+    headers: Callable[[], Mapping[str, str]],
+    *,
+    status: SinkStatus,
+    backoff: Backoff,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    random: Callable[[], float],
+) -> Answer:
+    """POST until the server answers 2xx or a permanent 4xx, and return that answer.
+
+    `headers` is called before every attempt, so a signature with a timestamp is
+    fresh on each retry. Each transient failure counts in `status.retries` and sets
+    `status.state = "retrying"` with `last_error`; the caller sets `up` afterwards.
+    """
+    attempt = 0
+    while True:
+        try:
+            answer = await post(url, body, headers())
+        except TransientError as exc:
+            error = str(exc)
+        else:
+            if not answer.transient:
+                return answer
+            error = answer.describe()
+        delay = backoff.delay(attempt, random)
+        attempt += 1
+        status.state = "retrying"
+        status.last_error = f"{redact(url)}: {error}"
+        status.retries += 1
+        log.warning("POST %s failed (%s); retry %d in %.1f s", redact(url), error, attempt, delay)
+        await sleep(delay)
+
+
+def redact(url: str) -> str:
+    """The URL without user:password@, for logs and status."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
