@@ -15,17 +15,22 @@ import faust
 from prometheus_client import generate_latest
 
 from models.rules import default_rules, load_rules
+from sinks.alertmanager import AlertmanagerSink, AlertmanagerTarget
+from sinks.base import Sink
+from sinks.timeseries import LineProtocolSink
+from sinks.webhook import WebhookSink, WebhookTarget
 from streams.kafka import ssl_context
-from streams.metrics import Metrics
+from streams.metrics import Metrics, SinkCollector
 from streams.settings import KafkaSettings, Settings
 from streams.stages.base import BatchStage
 from streams.stages.cases import CaseStage
 from streams.stages.ingest import IngestStage
 from streams.stages.rules import RuleRouter, RuleStage
+from streams.stages.sinks import SinkStage
 from streams.stages.windows import WindowStage
 from streams.windows import default_aggregates, load_aggregates
 
-__all__ = ["IocApp", "create_app"]
+__all__ = ["IocApp", "SinkConfigError", "configured_sinks", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +101,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
         RuleRouter(settings, app.metrics, rules, aggregates, on_crash=app.crash),
         RuleStage(settings, app.metrics, rules, aggregates, on_crash=app.crash),
     ]
+    sink_stages = [
+        SinkStage(settings, app.metrics, sink, on_crash=app.crash)
+        for sink in configured_sinks(settings)
+    ]
+    app.stages += sink_stages
+    app.metrics.registry.register(SinkCollector(lambda: [stage.sink for stage in sink_stages]))
 
     @app.task
     async def start_stages() -> None:
@@ -121,4 +132,55 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
             status=200 if ready else 503,
         )
 
+    @app.page("/sinks")
+    async def sinks_page(web: Any, request: Any) -> Any:
+        """Each sink's state, last error and counts, as JSON (no secrets)."""
+        return web.json({stage.sink.name: sink_status(stage.sink) for stage in sink_stages})
+
     return app
+
+
+class SinkConfigError(ValueError):
+    """A sink section of the settings that cannot work."""
+
+
+def configured_sinks(settings: Settings) -> list[Sink]:
+    """A sink per configured section of `IOC_SINKS__…`; raises SinkConfigError on a
+    configuration that cannot work."""
+    try:
+        return _sinks(settings)
+    except ValueError as exc:
+        raise SinkConfigError(str(exc)) from exc
+
+
+def _sinks(settings: Settings) -> list[Sink]:
+    config = settings.sinks
+    sinks: list[Sink] = []
+    if config.timeseries is not None:
+        sinks.append(LineProtocolSink(config.timeseries))
+    if (am := config.alertmanager) is not None:
+        target = AlertmanagerTarget(
+            url=am.url, username=am.username,
+            password=am.password.get_secret_value() if am.password else None,
+            bearer_token=am.bearer_token.get_secret_value() if am.bearer_token else None,
+            resend_s=am.resend_s, resolved_resend_s=am.resolved_resend_s,
+            generator_url=am.generator_url,
+        )  # fmt: skip
+        target.check()
+        sinks.append(AlertmanagerSink(target))
+    if (hook := config.webhook) is not None:
+        secret = hook.secret.get_secret_value()
+        targets = [WebhookTarget(url=url, secret=secret) for url in hook.urls]
+        for webhook_target in targets:
+            webhook_target.check()
+        sinks.append(WebhookSink(targets))
+    return sinks
+
+
+def sink_status(sink: Sink) -> dict[str, Any]:
+    status = sink.status
+    return {
+        "topic": sink.topic, "state": status.state, "last_error": status.last_error,
+        "queued": status.queued, "written": status.written, "retries": status.retries,
+        "rejected": status.rejected, **status.extra,
+    }  # fmt: skip

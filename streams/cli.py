@@ -157,7 +157,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from models.rules import RuleConfigError
-    from streams.app import create_app
+    from streams.app import SinkConfigError, create_app
     from streams.windows import AggregateConfigError
 
     settings = _with(settings, "web", port=args.web_port)
@@ -168,6 +168,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     except RuleConfigError as exc:
         print(f"ioc worker: invalid rules, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    except SinkConfigError as exc:
+        print(f"ioc worker: invalid sink settings, not starting: {exc}", file=sys.stderr)
         return 2
     asyncio.run(_prepare_topics(settings))
     level = settings.log_level

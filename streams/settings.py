@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sinks.timeseries import SinkTarget
+
 __all__ = [
     "BrokerSettings",
     "CasesSettings",
@@ -20,6 +22,7 @@ __all__ = [
     "KafkaSettings",
     "RulesSettings",
     "Settings",
+    "SinksSettings",
     "WebSettings",
     "WindowSettings",
 ]
@@ -120,6 +123,35 @@ class RulesSettings(_Section):
     )  # fmt: skip
 
 
+class AlertmanagerSettings(_Section):
+    url: str = Field(description="Alertmanager's base URL, e.g. http://127.0.0.1:9093.")
+    username: str | None = Field(None, description="Basic auth user, with `password`.")
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = Field(None, description="Instead of basic auth.")
+    resend_s: float = Field(
+        60.0, gt=0, description="Firing alerts are re-sent this often (valid for 3×)."
+    )
+    resolved_resend_s: float = Field(
+        300.0, gt=0, description="Resolved alerts are re-sent for this long."
+    )
+    generator_url: str | None = Field(
+        None, description="Link per alert; `{fingerprint}` and `{alertname}` substituted."
+    )
+
+
+class WebhookSettings(_Section):
+    urls: list[str] = Field(description="Receivers, as a JSON list of http(s) URLs.")
+    secret: SecretStr = Field(description="HMAC-SHA256 signing key shared with the receivers.")
+
+
+class SinksSettings(_Section):
+    """Each sink is on when its section is set (e.g. `IOC_SINKS__TIMESERIES__URL`)."""
+
+    timeseries: SinkTarget | None = None
+    alertmanager: AlertmanagerSettings | None = None
+    webhook: WebhookSettings | None = None
+
+
 class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(6066, ge=0, le=65535)
@@ -156,5 +188,6 @@ class Settings(BaseSettings):
     windows: WindowSettings = WindowSettings()
     cases: CasesSettings = CasesSettings()
     rules: RulesSettings = RulesSettings()
+    sinks: SinksSettings = SinksSettings()
     web: WebSettings = WebSettings()
     broker: BrokerSettings = BrokerSettings()
