@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 DURATION ?= 90
 RATE ?= 200
 BACKFILL ?= 26h
+# SINKS=1: the demo also runs a local VictoriaMetrics and Alertmanager (make system-deps).
+SINKS ?=
 
 .PHONY: demo test unit integration lint clean system-deps
 
@@ -16,7 +18,8 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/ioc demo --duration $(DURATION) --rate $(RATE) --backfill $(BACKFILL)
+	$(BIN)/ioc demo --duration $(DURATION) --rate $(RATE) --backfill $(BACKFILL) \
+	  $(if $(filter 1 yes true,$(SINKS)),--with-sinks)
 
 # Apache Kafka for the integration tests runs on the JDK; its jars come from Maven
 # Central (fetched on first use into ~/.cache/ioc-streams, never into the repo).

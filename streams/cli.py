@@ -338,6 +338,18 @@ def _parser() -> argparse.ArgumentParser:
     # Long enough that yesterday's local day has closed (end + 30 min grace) whatever
     # the time of day, so every daily aggregate has a final result.
     backfill_option(demo, "26h")
+    demo.add_argument(
+        "--with-sinks",
+        action="store_true",
+        help="also start a local VictoriaMetrics and Alertmanager, have the worker write"
+        " window finals and alerts to them, and print what they hold at the end",
+    )
+    demo.add_argument(
+        "--victoriametrics-port", type=int, metavar="PORT", help="with --with-sinks (default: free)"
+    )
+    demo.add_argument(
+        "--alertmanager-port", type=int, metavar="PORT", help="with --with-sinks (default: free)"
+    )
     demo.set_defaults(run=cmd_demo)
 
     schema = commands.add_parser("schema", help="JSON Schemas of the wire contract")

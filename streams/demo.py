@@ -11,6 +11,13 @@ back from `ioc.aggregates`, the final results and running updates per aggregate,
 the configured aggregates that had no final result, and, read back from `ioc.alerts`, the
 firing and resolved alerts per rule with the first alerts' summaries (every alert is
 also copied to `alerts.jsonl` in the log directory, since the broker keeps nothing).
+
+With `--with-sinks` it also starts a local VictoriaMetrics and Alertmanager
+(streams/servers.py) before the broker, points the worker's time-series and
+Alertmanager sinks at them, and at the end, once the sinks have caught up, prints
+what they hold: series and points of `ioc_aggregate_*` per aggregate, and the active
+alerts per alertname (also written to `alertmanager-alerts.json` in the log
+directory). They stop last, after the broker; their data stays in the log directory.
 """
 
 from __future__ import annotations
@@ -40,6 +47,14 @@ from streams.broker import EmbeddedBroker
 from streams.cases import BACKLOG_AGGREGATE
 from streams.kafka import client_options
 from streams.processes import spawn, stop
+from streams.servers import (
+    LocalAlertmanager,
+    LocalServer,
+    LocalVictoriaMetrics,
+    SeriesTally,
+    ServerError,
+    alertnames,
+)
 from streams.settings import Settings
 from streams.simulate import Progress, Simulation, run
 from streams.topics import AGGREGATES, ALERTS
@@ -56,6 +71,7 @@ __all__ = [
     "read_alerts",
     "read_metrics",
     "run_demo",
+    "sink_environment",
 ]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -293,10 +309,54 @@ def _aggregates_summary(tally: Tally, complete: bool, expected: list[str]) -> li
     return lines
 
 
+def sink_environment(victoriametrics_url: str, alertmanager_url: str) -> dict[str, str]:
+    """The worker's settings (environment) for sinks into the demo's own servers."""
+    return {
+        "IOC_SINKS__TIMESERIES__KIND": "victoriametrics",
+        "IOC_SINKS__TIMESERIES__URL": victoriametrics_url,
+        "IOC_SINKS__ALERTMANAGER__URL": alertmanager_url,
+    }
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     logs = settings.data_dir / "demo"
     logs.mkdir(parents=True, exist_ok=True)
-    metrics_url = f"http://{settings.web.host}:{settings.web.port}/metrics"
+    servers: list[LocalServer] = []
+    if getattr(args, "with_sinks", False):
+        victoria = LocalVictoriaMetrics(
+            logs / "victoria-metrics", port=getattr(args, "victoriametrics_port", None)
+        )
+        alertmanager = LocalAlertmanager(
+            logs / "alertmanager", port=getattr(args, "alertmanager_port", None)
+        )
+        servers = [victoria, alertmanager]
+        try:
+            for server in servers:
+                server.check_installed()
+        except ServerError as exc:
+            print(f"ioc demo --with-sinks: {exc}", file=sys.stderr)
+            return 2
+    try:
+        for server in servers:
+            server.start()
+        return _run_demo(settings, args, logs, servers)
+    except ServerError as exc:
+        print(f"ioc demo --with-sinks: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if servers:
+            for server in servers:
+                server.stop()
+            print("stopped VictoriaMetrics and Alertmanager", flush=True)
+
+
+def _run_demo(
+    settings: Settings, args: argparse.Namespace, logs: Path, servers: list[LocalServer]
+) -> int:
+    web = f"http://{settings.web.host}:{settings.web.port}"
+    metrics_url = f"{web}/metrics"
+    victoria = next((s for s in servers if isinstance(s, LocalVictoriaMetrics)), None)
+    alertmanager = next((s for s in servers if isinstance(s, LocalAlertmanager)), None)
     broker_log = (logs / "broker.log").open("wb")
     worker_log = (logs / "worker.log").open("wb")
     with broker_log, worker_log:
@@ -305,8 +365,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         worker: subprocess.Popen[bytes] | None = None
         try:
             # The worker reads its settings from the environment like any worker;
-            # only the bootstrap differs: the broker this demo started.
+            # only the bootstrap differs: the broker this demo started (and, with
+            # --with-sinks, the sinks: the servers this demo started).
             environment = {**os.environ, "IOC_KAFKA__BOOTSTRAP": broker.bootstrap}
+            if victoria is not None and alertmanager is not None:
+                environment.update(sink_environment(victoria.url, alertmanager.url))
             worker = spawn(
                 [sys.executable, "-m", "streams.cli", "worker"],
                 env=environment,
@@ -319,11 +382,18 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     f"\n  history  the {args.backfill / 3600:g} h before now first, as fast as"
                     " possible (one reading per device per 5 min, no incidents)"
                 )
+            sinks = ""
+            if victoria is not None and alertmanager is not None:
+                sinks = (
+                    f"  vmui     {victoria.ui_url} (VictoriaMetrics: window finals as"
+                    " ioc_aggregate_<statistic>, e.g. ioc_aggregate_pm25_mean)\n"
+                    f"  alerts   {alertmanager.url} (Alertmanager: the alerts of {ALERTS})\n"
+                    f"  sinks    {web}/sinks (each sink's state as JSON)\n"
+                )
             print(
                 f"ioc demo\n"
                 f"  broker   {broker.bootstrap} (embedded Tansu, memory only)\n"
-                f"  metrics  {metrics_url}\n"
-                f"  logs     {logs}/\n"
+                f"  metrics  {metrics_url}\n" + sinks + f"  logs     {logs}/\n"
                 f"  results  {AGGREGATES} (window results), {ALERTS} (alerts firing and"
                 f" resolved), read back at the end; alerts copied to {logs}/alerts.jsonl\n"
                 f"  traffic  {args.rate:g} messages/s, seed {args.seed}, "
@@ -374,12 +444,134 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 sep="\n",
                 flush=True,
             )
+            if victoria is not None and alertmanager is not None:
+                _print_sinks(web, worker, victoria, alertmanager, logs)
             return 0
         finally:
             if worker is not None:
                 stop(worker)
             broker.stop()
             print("stopped the worker and the broker", flush=True)
+
+
+def _print_sinks(
+    web: str,
+    worker: subprocess.Popen[bytes],
+    victoria: LocalVictoriaMetrics,
+    alertmanager: LocalAlertmanager,
+    logs: Path,
+) -> None:
+    """Once the sinks have caught up: their status, and what the servers hold."""
+    status = _wait_for_sinks(web, worker, timeout=60.0)
+    print(f"sinks ({web}/sinks):", *_sinks_summary(status), sep="\n", flush=True)
+    try:
+        series = victoria.aggregate_series()
+    except (OSError, ValueError) as exc:
+        print(f"VictoriaMetrics did not answer: {exc}", flush=True)
+    else:
+        print(
+            f"VictoriaMetrics ({victoria.ui_url}), ioc_aggregate_* by aggregate:",
+            *_victoriametrics_summary(series),
+            sep="\n",
+            flush=True,
+        )
+    try:
+        active = alertmanager.active_alerts()
+    except (OSError, ValueError) as exc:
+        print(f"Alertmanager did not answer: {exc}", flush=True)
+        return
+    copy = logs / "alertmanager-alerts.json"
+    copy.write_bytes(orjson.dumps(active, option=orjson.OPT_INDENT_2))
+    print(
+        f"Alertmanager ({alertmanager.url}), active alerts (all in {copy}):",
+        *_alertmanager_summary(alertnames(active)),
+        sep="\n",
+        flush=True,
+    )
+
+
+def _victoriametrics_summary(series: SeriesTally) -> list[str]:
+    if not series:
+        return ["  no ioc_aggregate_* series"]
+    width = max(len("aggregate"), *map(len, series))
+    lines = [f"  {'aggregate':<{width}}  {'series':>8}  {'points':>8}"]
+    for name, (count, points) in series.items():
+        lines.append(f"  {name:<{width}}  {count:>8}  {points:>8}")
+    total_series = sum(count for count, _ in series.values())
+    total_points = sum(points for _, points in series.values())
+    lines.append(
+        f"{total_points} points in {total_series} series of {len(series)} aggregates"
+        " (finals only; aggregates grouped by addresses, ids or names are not written)"
+    )
+    return lines
+
+
+def _alertmanager_summary(names: Counter[str]) -> list[str]:
+    if not names:
+        return ["  no active alert"]
+    width = max(len("alertname"), *map(len, names))
+    lines = [f"  {'alertname':<{width}}  {'active':>8}"]
+    for name, count in sorted(names.items()):
+        lines.append(f"  {name:<{width}}  {count:>8}")
+    lines.append(f"{sum(names.values())} active alerts of {len(names)} rules")
+    return lines
+
+
+def _sinks_summary(status: dict[str, Any]) -> list[str]:
+    """One line per sink of the worker's `/sinks` JSON."""
+    if not status:
+        return ["  no answer from the worker"]
+    width = max(map(len, status))
+    lines = []
+    for name, sink in sorted(status.items()):
+        line = (
+            f"  {name:<{width}}  {sink.get('state', '?')}: written {sink.get('written', 0)},"
+            f" rejected {sink.get('rejected', 0)}, retries {sink.get('retries', 0)},"
+            f" queued {sink.get('queued', 0)}"
+        )
+        if sink.get("skipped"):
+            line += f", skipped {sink['skipped']} (unbounded labels)"
+        if sink.get("last_error"):
+            line += f" · last error: {sink['last_error']}"
+        lines.append(line)
+    return lines
+
+
+def _read_sinks(web: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{web}/sinks", timeout=2.0) as response:
+        status: dict[str, Any] = orjson.loads(response.read())
+    return status
+
+
+def _wait_for_sinks(web: str, worker: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+    """Poll the worker until its sink stages have read their topics to the end
+    (`ioc_consumer_lag_records` of the `sink-*` stages 0), nothing is queued and the
+    written counts have stood still for 2 s, or time runs out; the last `/sinks`."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    last: object = None
+    still_since = time.monotonic()
+    while time.monotonic() < deadline and worker.poll() is None:
+        try:
+            status = _read_sinks(web)
+            samples = read_metrics(f"{web}/metrics")
+        except (OSError, ValueError):
+            time.sleep(0.5)
+            continue
+        lag = [
+            value
+            for (name, labels), value in samples.items()
+            if name == "ioc_consumer_lag_records"
+            and dict(labels).get("stage", "").startswith("sink")
+        ]
+        counts = {name: (s.get("written"), s.get("rejected")) for name, s in status.items()}
+        queued = sum(int(sink.get("queued", 0)) for sink in status.values())
+        if counts != last:
+            last, still_since = counts, time.monotonic()
+        elif not any(lag) and not queued and time.monotonic() - still_since >= 2.0:
+            break
+        time.sleep(0.5)
+    return status
 
 
 async def _simulate(

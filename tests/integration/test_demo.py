@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -199,3 +201,80 @@ def test_demo_alerts_on_the_incidents_of_the_run(demo_run):
     assert int(rows["brute_force"]) == len(
         {a.identity for a in alerts if a.rule == "brute_force" and a.state == "firing"}
     )
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def processes_under(directory: Path) -> list[str]:
+    """Command lines of running processes that mention `directory`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(directory) in command:
+            found.append(command)
+    return found
+
+
+def test_demo_with_sinks_fills_victoriametrics_and_alertmanager_then_stops(tmp_path):
+    """`ioc demo --with-sinks`: the window finals of several aggregates reach its
+    VictoriaMetrics, the run's attacks are active alerts in its Alertmanager (label
+    `source_ip`), and nothing is left running or listening afterwards."""
+    env, broker_port, web_port = demo_env(tmp_path)
+    vm_port, am_port = free_port(), free_port()
+    manifest = tmp_path / "manifest.json"
+    command = [
+        sys.executable, "-m", "streams.cli", "demo", "--with-sinks",
+        "--victoriametrics-port", str(vm_port), "--alertmanager-port", str(am_port),
+        "--duration", "25", "--rate", "300", "--backfill", "26h", "--manifest", str(manifest),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"  vmui     http://127.0.0.1:{vm_port}/vmui" in result.stdout
+    assert f"  alerts   http://127.0.0.1:{am_port} " in result.stdout
+
+    table = result.stdout.split("ioc_aggregate_* by aggregate:\n", 1)[1].split("Alertmanager", 1)[0]
+    points = {
+        match[1]: int(match[3])
+        for match in re.finditer(r"^  (\w+) +(\d+) +(\d+)$", table, re.MULTILINE)
+    }
+    # City, services and security aggregates with bounded labels, and the case backlog.
+    for aggregate in (
+        "air_station_5m", "water_level_5m", "traffic_counter_5m", "aqi_station_1h",
+        "dossiers_received_daily", "security_events_by_category_5m", "case_backlog",
+    ):  # fmt: skip
+        assert points.get(aggregate, 0) > 0, (aggregate, table)
+    assert re.search(r"^  timeseries +up: written [1-9]\d*, rejected 0", output, re.MULTILINE)
+    assert re.search(r"^  alertmanager +up: written [1-9]\d*, rejected 0", output, re.MULTILINE)
+
+    active = json.loads((tmp_path / "data" / "demo" / "alertmanager-alerts.json").read_bytes())
+    incidents = {i["kind"]: i for i in orjson.loads(manifest.read_bytes())["incidents"]}
+    held = {(a["labels"]["alertname"], a["labels"].get("source_ip")) for a in active}
+    for rule, incident in (
+        ("brute_force", "brute_force"),
+        ("possible_compromise", "brute_force"),
+        ("password_spraying", "password_spraying"),
+        ("port_scan", "port_scan"),
+    ):
+        assert (rule, incidents[incident]["entity"]) in held, (rule, sorted(held))
+    malware = incidents["malware_outbreak"]["entity"]
+    assert any(
+        a["labels"]["alertname"] == "malware_spreading"
+        and a["labels"].get("file_hash_sha256") == malware
+        for a in active
+    ), sorted(held)
+    assert re.search(r"^  brute_force +[1-9]\d*$", result.stdout, re.MULTILINE)
+
+    assert "stopped VictoriaMetrics and Alertmanager" in result.stdout
+    for port in (vm_port, am_port, web_port, broker_port):
+        assert not port_open(port), port
+    assert processes_under(tmp_path) == []

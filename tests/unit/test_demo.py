@@ -3,8 +3,11 @@ and rules it expects."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from models.alerts import Alert, fingerprint
 from models.rules import default_rules
@@ -12,10 +15,22 @@ from streams.demo import (
     Samples,
     Tally,
     _aggregates_summary,
+    _alertmanager_summary,
     _alerts_summary,
+    _sinks_summary,
+    _victoriametrics_summary,
     alert_counts,
     expected_aggregates,
     expected_rules,
+    sink_environment,
+)
+from streams.servers import (
+    INSTALL_HINT,
+    LocalAlertmanager,
+    LocalVictoriaMetrics,
+    ServerError,
+    alertnames,
+    tally_export,
 )
 from streams.settings import Settings
 from streams.windows import default_aggregates
@@ -129,3 +144,104 @@ def test_the_alerts_summary_counts_per_rule_then_shows_live_alerts_first():
 
     # Without a live start there is no history column.
     assert _alerts_summary([], True, ["a"])[0].split() == ["rule", "firing", "resolved"]
+
+
+def test_the_export_is_counted_per_aggregate_in_series_and_points():
+    def series(metric: str, aggregate: str | None, points: int) -> str:
+        labels = {"__name__": metric, "refDevice": "HD-AQ-001"}
+        if aggregate is not None:
+            labels["aggregate"] = aggregate
+        return json.dumps(
+            {"metric": labels, "values": [1.0] * points, "timestamps": list(range(points))}
+        )
+
+    lines = [
+        series("ioc_aggregate_pm25_mean", "air_station_5m", 3),
+        series("ioc_aggregate_count", "air_station_5m", 3),
+        "",
+        series("ioc_aggregate_open", "case_backlog", 2),
+        series("ioc_aggregate_count", None, 1),
+    ]
+    tally = tally_export(lines)
+    assert tally == {"?": (1, 1), "air_station_5m": (2, 6), "case_backlog": (1, 2)}
+    assert list(tally) == sorted(tally)
+    assert tally_export([line.encode() for line in lines]) == tally  # bytes as read
+
+    summary = _victoriametrics_summary(tally)
+    assert summary[0].split() == ["aggregate", "series", "points"]
+    assert summary[2].split() == ["air_station_5m", "2", "6"]
+    assert summary[-1].startswith("9 points in 4 series of 3 aggregates")
+    assert _victoriametrics_summary({}) == ["  no ioc_aggregate_* series"]
+
+
+def test_active_alerts_are_counted_by_alertname():
+    alerts = [
+        {"labels": {"alertname": "brute_force", "source_ip": "198.51.100.2"}},
+        {"labels": {"alertname": "brute_force", "source_ip": "203.0.113.9"}},
+        {"labels": {"alertname": "port_scan"}},
+        {"labels": {}},
+    ]
+    names = alertnames(alerts)
+    assert names == Counter({"brute_force": 2, "port_scan": 1, "?": 1})
+    lines = _alertmanager_summary(names)
+    assert [line.split() for line in lines[:4]] == [
+        ["alertname", "active"],
+        ["?", "1"],
+        ["brute_force", "2"],
+        ["port_scan", "1"],
+    ]
+    assert lines[-1] == "4 active alerts of 3 rules"
+    assert _alertmanager_summary(Counter()) == ["  no active alert"]
+
+
+def test_the_sinks_summary_is_one_line_per_sink():
+    status = {
+        "timeseries": {"state": "up", "written": 10, "rejected": 0, "retries": 2, "queued": 0,
+                       "skipped": 5, "last_error": None},
+        "alertmanager": {"state": "retrying", "written": 0, "rejected": 1, "retries": 3,
+                         "queued": 4, "last_error": "HTTP 503"},
+    }  # fmt: skip
+    assert _sinks_summary(status) == [
+        "  alertmanager  retrying: written 0, rejected 1, retries 3, queued 4"
+        " · last error: HTTP 503",
+        "  timeseries    up: written 10, rejected 0, retries 2, queued 0,"
+        " skipped 5 (unbounded labels)",
+    ]
+    assert _sinks_summary({}) == ["  no answer from the worker"]
+
+
+def test_the_sink_environment_configures_both_sinks(monkeypatch: pytest.MonkeyPatch):
+    environment = sink_environment("http://127.0.0.1:8428", "http://127.0.0.1:9093")
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    sinks = Settings().sinks
+    assert sinks.timeseries is not None and sinks.alertmanager is not None
+    assert sinks.timeseries.kind == "victoriametrics"
+    assert sinks.timeseries.write_url() == "http://127.0.0.1:8428/write?precision=ms"
+    assert sinks.alertmanager.url == "http://127.0.0.1:9093"
+
+
+def test_servers_run_with_the_flags_the_sinks_need(tmp_path: Path):
+    victoria = LocalVictoriaMetrics(tmp_path / "vm", port=18428)
+    assert victoria.url == "http://127.0.0.1:18428"
+    assert victoria.ui_url == "http://127.0.0.1:18428/vmui"
+    command = victoria.command("victoria-metrics")
+    assert "-dedup.minScrapeInterval=1ms" in command
+    assert "-retentionPeriod=100y" in command
+    assert "-httpListenAddr=127.0.0.1:18428" in command
+    assert f"-storageDataPath={tmp_path / 'vm' / 'data'}" in command
+
+    alertmanager = LocalAlertmanager(tmp_path / "am")
+    assert alertmanager.port > 0
+    command = alertmanager.command("prometheus-alertmanager")
+    assert "--cluster.listen-address=" in command
+    assert f"--web.listen-address=127.0.0.1:{alertmanager.port}" in command
+
+
+def test_a_missing_binary_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for server in (LocalVictoriaMetrics(tmp_path / "vm"), LocalAlertmanager(tmp_path / "am")):
+        with pytest.raises(ServerError, match=r"make system-deps") as raised:
+            server.start()
+        assert INSTALL_HINT in str(raised.value)
+        assert server.process is None
