@@ -20,7 +20,7 @@ from sinks.base import Sink
 from sinks.timeseries import LineProtocolSink
 from sinks.webhook import WebhookSink, WebhookTarget
 from streams.kafka import ssl_context
-from streams.metrics import Metrics, SinkCollector
+from streams.metrics import AlertCollector, LagCollector, LatestCollector, Metrics, SinkCollector
 from streams.settings import KafkaSettings, Settings
 from streams.stages.base import BatchStage
 from streams.stages.cases import CaseStage
@@ -94,19 +94,26 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
                 path,
                 ", ".join(sorted(left_out)),
             )
+    window_stage = WindowStage(settings, app.metrics, aggregates, on_crash=app.crash)
+    rule_stage = RuleStage(settings, app.metrics, rules, aggregates, on_crash=app.crash)
     app.stages = [
         IngestStage(settings, app.metrics, on_crash=app.crash),
-        WindowStage(settings, app.metrics, aggregates, on_crash=app.crash),
+        window_stage,
         CaseStage(settings, app.metrics, on_crash=app.crash),
         RuleRouter(settings, app.metrics, rules, aggregates, on_crash=app.crash),
-        RuleStage(settings, app.metrics, rules, aggregates, on_crash=app.crash),
+        rule_stage,
     ]
     sink_stages = [
         SinkStage(settings, app.metrics, sink, on_crash=app.crash)
         for sink in configured_sinks(settings)
     ]
     app.stages += sink_stages
-    app.metrics.registry.register(SinkCollector(lambda: [stage.sink for stage in sink_stages]))
+    # Read at scrape time: state the stages hold anyway, nothing counted per record.
+    registry = app.metrics.registry
+    registry.register(SinkCollector(lambda: [stage.sink for stage in sink_stages]))
+    registry.register(LagCollector(lambda: app.stages))
+    registry.register(AlertCollector(lambda: [rule_stage]))
+    registry.register(LatestCollector(window_stage.latest))
 
     @app.task
     async def start_stages() -> None:

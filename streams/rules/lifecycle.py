@@ -169,6 +169,15 @@ class Lifecycle:
         """Groups held: pending, firing, or remembered by the flapping guard."""
         return len(self._groups)
 
+    def firing_by_severity(self) -> dict[str, int]:
+        """Groups whose alert is firing now (a resolution held by keep_firing_for or the
+        flapping guard included), by severity. Read-only; for /metrics."""
+        counts: dict[str, int] = {}
+        for state in self._groups.values():
+            if state.phase == "firing":
+                counts[state.severity] = counts.get(state.severity, 0) + 1
+        return counts
+
     # -- input ---------------------------------------------------------------------------
 
     def update(self, obs: Observation) -> list[Alert]:

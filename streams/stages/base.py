@@ -28,6 +28,7 @@ from streams.kafka import client_options
 from streams.metrics import Metrics
 from streams.outbox import DeliveryFailed
 from streams.settings import Settings
+from streams.topics import DEADLETTER
 
 __all__ = ["BatchStage", "ProducerOutbox", "merge_by_timestamp"]
 
@@ -254,11 +255,18 @@ class BatchStage(Service):
                 runs = list(batches.items())
             async with self.processing:
                 now_ms = int(time.time() * 1000)
+                started, handled = time.perf_counter(), 0
                 for tp, records in runs:
                     # A batch fetched before a rebalance took its partition away.
                     if records and tp in self.assigned:
                         await self.handle(tp, records, now_ms)
                         self.positions[tp] = records[-1].offset + 1
+                        handled += len(records)
+                if handled:  # metrics per batch, never per record
+                    self.metrics.stage_batch_seconds.labels(self.title).observe(
+                        time.perf_counter() - started
+                    )
+                    self.metrics.stage_records.labels(self.title).inc(handled)
                 now = time.monotonic()
                 if now >= next_tick:
                     await self.tick(now_ms)
@@ -286,6 +294,7 @@ class BatchStage(Service):
     async def checkpoint(self) -> None:
         """Save state, make every produced record durable, then commit the offsets."""
         async with self._checkpointing:
+            started = time.perf_counter()
             offsets = {
                 tp: position
                 for tp, position in self.positions.items()
@@ -299,3 +308,26 @@ class BatchStage(Service):
             if offsets:
                 await self.consumer.commit(offsets)
                 self._committed.update(offsets)
+            self.metrics.checkpoint_seconds.labels(self.title).observe(
+                time.perf_counter() - started
+            )
+
+    async def send_dead_letter(self, key: bytes | None, letter: bytes, error: str) -> None:
+        """Send a dead letter (streams.ingest `dead_letter`) to ioc.deadletter, counted
+        in `ioc_deadletters_total{stage, error}`."""
+        await self.outbox.send(DEADLETTER, key, letter)
+        self.metrics.deadletters.labels(self.title, error).inc()
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records left to read per partition (high watermark − next offset to read),
+        from what the consumer already knows: partitions assigned with a position
+        (read from, or recovered) and a high watermark (fetched from) only."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        assignment = consumer.assignment()
+        lag: dict[TopicPartition, int] = {}
+        for tp, position in list(self.positions.items()):
+            if tp in assignment and (highwater := consumer.highwater(tp)) is not None:
+                lag[tp] = max(highwater - position, 0)
+        return lag

@@ -32,7 +32,7 @@ from streams.ingest import Rejected, dead_letter
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.stages.base import BatchStage
-from streams.topics import AGGREGATES, DEADLETTER, VALIDATED
+from streams.topics import AGGREGATES, VALIDATED
 
 __all__ = ["CaseStage"]
 
@@ -146,4 +146,4 @@ class CaseStage(BatchStage):
             topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
             now=datetime.now(UTC),
         )  # fmt: skip
-        await self.outbox.send(DEADLETTER, record.key, letter)
+        await self.send_dead_letter(record.key, letter, "schema")

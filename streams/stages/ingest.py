@@ -64,6 +64,9 @@ class Ingestor:
             )  # fmt: skip
             await self.outbox.send(DEADLETTER, record.key, letter)
             self.metrics.rejected.labels(self.family, rejected.error).inc()
+            # The stage's BatchStage.send_dead_letter counts these; the Ingestor sends
+            # through its own outbox, so it counts them itself, as the ingest stage's.
+            self.metrics.deadletters.labels(IngestStage.name, rejected.error).inc()
 
 
 class IngestStage(BatchStage):

@@ -34,7 +34,7 @@ from streams.rules.engine import RuleEngine
 from streams.rules.plan import RouteTable, RuleInput
 from streams.settings import Settings
 from streams.stages.base import BatchStage
-from streams.topics import AGGREGATES, ALERTS, DEADLETTER, FAMILIES, VALIDATED
+from streams.topics import AGGREGATES, ALERTS, FAMILIES, VALIDATED
 from streams.windows import Aggregate
 from streams.windows.plan import EventTimeError
 
@@ -107,7 +107,7 @@ class RuleRouter(BatchStage):
             family=self.family.get(tp.topic, "aggregates"), topic=tp.topic,
             partition=tp.partition, offset=record.offset, key=record.key, now=datetime.now(UTC),
         )  # fmt: skip
-        await self.outbox.send(DEADLETTER, record.key, letter)
+        await self.send_dead_letter(record.key, letter, "schema")
 
 
 class RuleStage(BatchStage):
@@ -123,6 +123,12 @@ class RuleStage(BatchStage):
         super().__init__(settings, metrics, [topics.rule_inputs(settings.app_id)], **kwargs)
         self.rules = rules
         self.summing = summing_rules(rules, aggregates)
+        outputs = aggregate_outputs(aggregates)
+        #: rule → the family it reads (an aggregate rule: its aggregate's), for /metrics
+        self.families = {
+            rule.name: rule.family or (outputs[rule.aggregate].family if rule.aggregate else "")
+            for rule in rules
+        }
         self.changelog = topics.changelog(settings.app_id, self.name)
         self.engines: dict[TopicPartition, RuleEngine] = {}
         self._checkpointers: dict[TopicPartition, Checkpointer] = {}
@@ -159,6 +165,21 @@ class RuleStage(BatchStage):
             alerts = engine.advance(now_ms)
             if alerts:
                 await self._emit(alerts, None)
+
+    def firing(self) -> dict[tuple[str, str, str], int]:
+        """(rule, family, severity) → groups firing in this worker's partitions, read
+        from the lifecycles at scrape time; each rule at its own severity is there with
+        0 when nothing fires (streams.metrics.AlertCollector)."""
+        counts: dict[tuple[str, str, str], int] = {
+            (rule.name, self.families[rule.name], rule.severity): 0 for rule in self.rules
+        }
+        for engine in list(self.engines.values()):
+            for name, evaluator in engine.evaluators.items():
+                family = self.families.get(name, "")
+                for severity, n in evaluator.lifecycle.firing_by_severity().items():
+                    key = (name, family, severity)
+                    counts[key] = counts.get(key, 0) + n
+        return counts
 
     async def _emit(self, alerts: list[Alert], input_timestamp_ms: int | None) -> None:
         for alert in alerts:
@@ -208,4 +229,4 @@ class RuleStage(BatchStage):
             topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
             now=datetime.now(UTC),
         )  # fmt: skip
-        await self.outbox.send(DEADLETTER, record.key, letter)
+        await self.send_dead_letter(record.key, letter, "schema")

@@ -27,10 +27,10 @@ from models.aggregates import Aggregate
 from streams import topics
 from streams.changelog import Checkpointer, read_to_end, replay
 from streams.ingest import Rejected, dead_letter
-from streams.metrics import Metrics
+from streams.metrics import LatestFinals, Metrics
 from streams.settings import Settings
 from streams.stages.base import BatchStage
-from streams.topics import AGGREGATES, DEADLETTER, FAMILIES, VALIDATED
+from streams.topics import AGGREGATES, FAMILIES, VALIDATED
 from streams.windows import EventTimeError, HourlyAqi, LateEvent, WindowEngine, WindowResult
 from streams.windows.store import pane_stores
 
@@ -75,6 +75,8 @@ class WindowStage(BatchStage):
         self.family = {VALIDATED[family]: family for family in FAMILIES}
         self.changelog = topics.changelog(settings.app_id, self.name)
         self._checkpointers: dict[TopicPartition, Checkpointer] = {}
+        #: The latest final per bounded group, for /metrics (streams.metrics.LatestCollector).
+        self.latest = LatestFinals()
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         engine = self.engines[tp.topic]
@@ -106,10 +108,10 @@ class WindowStage(BatchStage):
                 reason = f"late: the {late.aggregate} window starting at {start} had closed"
                 await self._dead_letter(tp, record, "late", reason)
         self.metrics.window_events.labels(self.family[tp.topic]).inc(len(records))
-        await self._emit(results)
+        await self._emit(partition, results)
         derived = self.derived.get(tp.topic)
         if derived is not None and results:
-            await self._emit(derived.derive(partition, results))
+            await self._emit(partition, derived.derive(partition, results))
 
     async def tick(self, now_ms: int) -> None:
         # A partition with records still to read is catching up, not idle: its
@@ -123,9 +125,9 @@ class WindowStage(BatchStage):
             derived = self.derived.get(topic)
             # Per partition: what is derived from a final belongs to its partition's state.
             for partition, results in engine.advance_partitions(now_ms).items():
-                await self._emit(results)
+                await self._emit(partition, results)
                 if derived is not None:
-                    await self._emit(derived.derive(partition, results))
+                    await self._emit(partition, derived.derive(partition, results))
 
     def state_records(
         self, tp: TopicPartition, position: int
@@ -181,11 +183,14 @@ class WindowStage(BatchStage):
             if (derived := self.derived.get(tp.topic)) is not None:
                 derived.drop(_name(tp))
             self._checkpointers.pop(tp, None)
+            self.latest.drop(_name(tp))
 
-    async def _emit(self, results: list[WindowResult]) -> None:
+    async def _emit(self, partition: str, results: list[WindowResult]) -> None:
         for result in results:
             await self.outbox.send(AGGREGATES, result.identity.encode(), result.to_json())
             self.metrics.window_results.labels(result.aggregate, str(result.final)).inc()
+            if result.final:
+                self.latest.update(partition, result)
 
     async def _dead_letter(self, tp: TopicPartition, record: Any, error: str, reason: str) -> None:
         letter = dead_letter(
@@ -193,4 +198,4 @@ class WindowStage(BatchStage):
             topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
             now=datetime.now(UTC),
         )  # fmt: skip
-        await self.outbox.send(DEADLETTER, record.key, letter)
+        await self.send_dead_letter(record.key, letter, error)
