@@ -1,3 +1,4 @@
+import typing
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,10 @@ def env_names(model: type[BaseModel], prefix: str = "IOC_") -> list[str]:
     names = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
+        # An optional section (`SinkTarget | None`) is set through its fields too.
+        sections = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(sections) == 1:
+            annotation = sections[0]
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             names += env_names(annotation, f"{prefix}{name.upper()}__")
         else:
