@@ -13,6 +13,15 @@ fingerprint in memory:
   sent but remembered for `remember_s`, so that a replayed older record cannot
   bring it back.
 
+After a restart the states taken before the committed offset are gone from memory, and
+a firing alert is written to `ioc.alerts` once: without them Alertmanager would expire
+alerts that still fire. So the sink stage first reads the topic back over
+`restore_lookback_s` up to its group's committed offsets and hands the records to
+`restore` (streams/stages/sinks.py does the reading): the latest state per
+fingerprint is rebuilt with the time each record was produced as the time it was
+taken, and the next `tick` re-sends the firing ones (and the resolved ones still
+within `resolved_resend_s`).
+
 Which state wins: states of one fingerprint are ordered by (`starts_at_ms`, firing <
 resolved); a record lower than the one held is ignored (an out-of-order older
 record never resurrects a resolved alert); an equal or higher one supersedes.
@@ -29,7 +38,7 @@ import logging
 import random as _random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import quote
@@ -76,6 +85,11 @@ class AlertmanagerTarget:
     resolved_resend_s: float = 300.0
     #: Seconds a resolved alert is remembered after its re-sends end, against replays.
     remember_s: float = 3600.0
+    #: How far back `ioc.alerts` is read at start-up to restore the states taken before
+    #: the committed offset. A firing alert is written once, so this bounds how long an
+    #: alert can have been firing and still be re-sent after a restart. Never less than
+    #: `resolved_resend_s + remember_s` (how long a resolved state matters).
+    restore_lookback_s: float = 86_400.0
     #: Link back to the console: `{fingerprint}` and `{alertname}` are substituted
     #: (URL-quoted), e.g. `https://ioc.example/alerts/{fingerprint}`. None: no link.
     generator_url: str | None = None
@@ -362,6 +376,63 @@ class AlertmanagerSink:
         if self._own_post and isinstance(self._post, AiohttpPost):
             await self._post.close()
         self.status.state = "stopped"
+
+    # -- restoring after a restart ---------------------------------------------------
+
+    @property
+    def lookback_ms(self) -> int:
+        """How far back the stage reads `ioc.alerts` for `restore`."""
+        target = self.target
+        return int(
+            max(target.restore_lookback_s, target.resolved_resend_s + target.remember_s) * 1000
+        )
+
+    def restore(self, records: Iterable[tuple[SinkRecord, int]]) -> int:
+        """Rebuild the states taken before a restart from `(record, produced at ms)`
+        pairs of `ioc.alerts` that lie before the committed offsets (so they were
+        acknowledged by the run before), in offset order per partition; before the
+        first `write`. Returns how many fingerprints are now held from them.
+
+        The latest state per fingerprint wins as in `write`. It counts as taken when
+        the record was produced: a firing state is re-sent at the next `tick`, a
+        resolved one too while within `resolved_resend_s` of that, then remembered
+        against replays until `remember_s` after; older resolved ones are dropped.
+        Records that are not alerts are skipped (they were dead-lettered when read).
+        Never replaces a state already held of the same or a higher order.
+        """
+        now_ms = self._clock()
+        latest: dict[str, tuple[Alert, SinkRecord, int]] = {}
+        for record, produced_ms in records:
+            try:
+                alert = Alert.from_json(record.value)
+            except ValueError:
+                continue
+            if not alert.labels.get("alertname"):
+                continue
+            held = latest.get(alert.fingerprint)
+            if held is not None and _order(alert) < _order(held[0]):
+                continue
+            taken_ms = now_ms if produced_ms < 0 else min(produced_ms, now_ms)
+            latest[alert.fingerprint] = (alert, record, taken_ms)
+        forget_after_ms = int((self.target.resolved_resend_s + self.target.remember_s) * 1000)
+        restored = 0
+        for fingerprint, (alert, record, taken_ms) in latest.items():
+            if alert.state == "resolved" and now_ms - taken_ms > forget_after_ms:
+                continue  # `tick` would forget it at once
+            held_entry = self._entries.get(fingerprint)
+            if held_entry is not None and _order(alert) <= _order(held_entry.alert):
+                continue
+            # Acknowledged by the run before, at a time unknown: due at the next tick.
+            self._entries[fingerprint] = _Entry(alert, record, taken_ms=taken_ms, sent_ms=0)
+            restored += 1
+        self.status.extra["restored"] = self.status.extra.get("restored", 0) + restored
+        self._update_counts()
+        firing = sum(1 for entry in self._entries.values() if entry.alert.state == "firing")
+        log.info(
+            "alertmanager %s: restored %d alert states; %d firing held",
+            self.name, restored, firing,
+        )  # fmt: skip
+        return restored
 
     # -- helpers -------------------------------------------------------------------
 
