@@ -171,7 +171,7 @@ def _sinks(settings: Settings) -> list[Sink]:
             password=am.password.get_secret_value() if am.password else None,
             bearer_token=am.bearer_token.get_secret_value() if am.bearer_token else None,
             resend_s=am.resend_s, resolved_resend_s=am.resolved_resend_s,
-            generator_url=am.generator_url,
+            generator_url=am.generator_url, restore_lookback_s=am.restore_lookback_s,
         )  # fmt: skip
         target.check()
         sinks.append(AlertmanagerSink(target))

@@ -137,6 +137,10 @@ class AlertmanagerSettings(_Section):
     generator_url: str | None = Field(
         None, description="Link per alert; `{fingerprint}` and `{alertname}` substituted."
     )
+    restore_lookback_s: float = Field(
+        86_400.0, gt=0,
+        description="On start, alert states are rebuilt from this much of ioc.alerts.",
+    )  # fmt: skip
 
 
 class WebhookSettings(_Section):
