@@ -145,8 +145,11 @@ async def test_a_silent_key_still_gets_its_final_window(bootstrap, tmp_path, uni
     worker = Worker(bootstrap, tmp_path, **env).start()
     try:
         # One reading, a second before its 1-minute window ends; then silence. Only the
-        # wall clock can move the watermark past end + grace.
-        when = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(seconds=1)
+        # wall clock can move the watermark past end + grace. The window is the coming
+        # minute's: other tests' readings from moments ago on the session broker must
+        # not have moved this partition's watermark past it already (it would be late).
+        coming = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=2)
+        when = coming - timedelta(seconds=1)
         event = air_quality(
             refDevice=f"AQ-{unique}",
             id=f"silent-{unique}",
