@@ -24,13 +24,15 @@ from typing import Any, ClassVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from mode import Service
 
+from streams.changelog import Checkpointer, Recovered, read_to_end
 from streams.kafka import client_options
 from streams.metrics import Metrics
 from streams.outbox import DeliveryFailed
 from streams.settings import Settings
 from streams.topics import DEADLETTER
+from streams.topics import changelog as changelog_topic
 
-__all__ = ["BatchStage", "ProducerOutbox", "merge_by_timestamp"]
+__all__ = ["BatchStage", "ChangelogStage", "ProducerOutbox", "merge_by_timestamp"]
 
 log = logging.getLogger(__name__)
 
@@ -331,3 +333,44 @@ class BatchStage(Service):
             if tp in assignment and (highwater := consumer.highwater(tp)) is not None:
                 lag[tp] = max(highwater - position, 0)
         return lag
+
+
+class ChangelogStage(BatchStage):
+    """A stage whose state per input partition lives in memory and is checkpointed to
+    its changelog (`<app>-<stage>-changelog`, streams.changelog) with the input offset
+    it belongs to. Subclasses restore their state from `replay` in `on_assigned`, then
+    call `resume`; `state_records` returns `changelog_records(tp, dirty, position)`."""
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, topics: Iterable[str], **kwargs: Any
+    ) -> None:
+        super().__init__(settings, metrics, topics, **kwargs)
+        self.changelog = changelog_topic(settings.app_id, self.name)
+        self._checkpointers: dict[TopicPartition, Checkpointer] = {}
+
+    async def read_changelog(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """Every record of one changelog partition, to its true end."""
+        return await read_to_end(self.options, self.changelog, partition)
+
+    def resume(self, tp: TopicPartition, recovered: Recovered) -> None:
+        """Checkpoint on from the recovered state, and read on from the input offset saved
+        with it — not the group's: they differ when a crash fell between a changelog
+        flush and the commit."""
+        self._checkpointers[tp] = Checkpointer(tp.topic, recovered.seq)
+        if recovered.offset is not None:
+            self.consumer.seek(tp, recovered.offset)
+            self.positions[tp] = recovered.offset
+
+    def changelog_records(
+        self, tp: TopicPartition, dirty: list[tuple[str, bytes | None]], position: int
+    ) -> list[tuple[str, int, bytes, bytes | None]]:
+        """The changelog records that save `dirty` state (key, payload or None) as of
+        input `position`; none when nothing changed."""
+        if not dirty:
+            return []
+        records = self._checkpointers[tp].records(dirty, position)
+        return [(self.changelog, tp.partition, key, value) for key, value in records]
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self._checkpointers.pop(tp, None)

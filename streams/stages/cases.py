@@ -25,13 +25,12 @@ from typing import Any, ClassVar
 import orjson
 from aiokafka import TopicPartition
 
-from streams import topics
 from streams.cases import BacklogReporter, CaseBook
-from streams.changelog import Checkpointer, read_to_end, replay
+from streams.changelog import replay
 from streams.ingest import Rejected, dead_letter
 from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.stages.base import BatchStage
+from streams.stages.base import ChangelogStage
 from streams.topics import AGGREGATES, VALIDATED
 
 __all__ = ["CaseStage"]
@@ -51,7 +50,7 @@ def _why(exc: Exception) -> str:
     return str(exc)
 
 
-class CaseStage(BatchStage):
+class CaseStage(ChangelogStage):
     """Tracks open public-service cases and reports the backlog per agency."""
 
     name: ClassVar[str] = "cases"
@@ -62,10 +61,8 @@ class CaseStage(BatchStage):
         self.every_ms = int(cases.emit_every_s * 1000)
         self.near_due_ms = int(cases.near_due_s * 1000)
         self.closed_ttl_ms = int(cases.closed_ttl_s * 1000)
-        self.changelog = topics.changelog(settings.app_id, self.name)
         self.books: dict[TopicPartition, CaseBook] = {}
         self._reporters: dict[TopicPartition, BacklogReporter] = {}
-        self._checkpointers: dict[TopicPartition, Checkpointer] = {}
         self._newest_ms: dict[TopicPartition, int] = {}  # Kafka timestamp of the newest read
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
@@ -112,33 +109,23 @@ class CaseStage(BatchStage):
         self, tp: TopicPartition, position: int
     ) -> list[tuple[str, int, bytes, bytes | None]]:
         book = self.books.get(tp)
-        dirty = book.take_dirty() if book is not None else []
-        if not dirty:
-            return []
-        records = self._checkpointers[tp].records(dirty, position)
-        return [(self.changelog, tp.partition, key, value) for key, value in records]
+        return self.changelog_records(tp, book.take_dirty() if book else [], position)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
-            records = await read_to_end(self.options, self.changelog, tp.partition)
-            recovered = replay(tp.topic, records)
+            recovered = replay(tp.topic, await self.read_changelog(tp.partition))
             book = CaseBook(self.closed_ttl_ms)
             book.restore(recovered.items.items())
             self.books[tp] = book
             self._reporters[tp] = BacklogReporter(tp.partition, self.every_ms, self.near_due_ms)
-            self._checkpointers[tp] = Checkpointer(tp.topic, recovered.seq)
-            if recovered.offset is not None:
-                # The offset saved with the state, not the group's: they differ when a
-                # crash fell between a changelog flush and the commit.
-                self.consumer.seek(tp, recovered.offset)
-                self.positions[tp] = recovered.offset
+            self.resume(tp, recovered)
         log.info("cases: recovered %d partitions from %s", len(assigned), self.changelog)
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        await super().on_revoked(revoked)
         for tp in revoked:
             self.books.pop(tp, None)
             self._reporters.pop(tp, None)
-            self._checkpointers.pop(tp, None)
 
     async def _dead_letter(self, tp: TopicPartition, record: Any, reason: str) -> None:
         letter = dead_letter(

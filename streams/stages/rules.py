@@ -27,13 +27,13 @@ from aiokafka import TopicPartition
 from models.alerts import Alert
 from models.rules import Rule, aggregate_outputs
 from streams import topics
-from streams.changelog import Checkpointer, read_to_end, replay
+from streams.changelog import replay
 from streams.ingest import Rejected, dead_letter
 from streams.metrics import Metrics
 from streams.rules.engine import RuleEngine
 from streams.rules.plan import RouteTable, RuleInput
 from streams.settings import Settings
-from streams.stages.base import BatchStage
+from streams.stages.base import BatchStage, ChangelogStage
 from streams.topics import AGGREGATES, ALERTS, FAMILIES, VALIDATED
 from streams.windows import Aggregate
 from streams.windows.plan import EventTimeError
@@ -110,7 +110,7 @@ class RuleRouter(BatchStage):
         await self.send_dead_letter(record.key, letter, "schema")
 
 
-class RuleStage(BatchStage):
+class RuleStage(ChangelogStage):
     """Rule inputs → detectors → alert lifecycles → `ioc.alerts`, per partition."""
 
     name: ClassVar[str] = "rules"
@@ -129,9 +129,7 @@ class RuleStage(BatchStage):
             rule.name: rule.family or (outputs[rule.aggregate].family if rule.aggregate else "")
             for rule in rules
         }
-        self.changelog = topics.changelog(settings.app_id, self.name)
         self.engines: dict[TopicPartition, RuleEngine] = {}
-        self._checkpointers: dict[TopicPartition, Checkpointer] = {}
         self._stale: dict[TopicPartition, list[str]] = {}
 
     def _engine(self) -> RuleEngine:
@@ -197,30 +195,21 @@ class RuleStage(BatchStage):
             return []
         dirty: list[tuple[str, bytes | None]] = [(key, None) for key in self._stale.pop(tp, [])]
         dirty += engine.take_dirty()
-        if not dirty:
-            return []
-        records = self._checkpointers[tp].records(dirty, position)
-        return [(self.changelog, tp.partition, key, value) for key, value in records]
+        return self.changelog_records(tp, dirty, position)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
-            records = await read_to_end(self.options, self.changelog, tp.partition)
-            recovered = replay(tp.topic, records)
+            recovered = replay(tp.topic, await self.read_changelog(tp.partition))
             engine = self.engines[tp] = self._engine()
             self._stale[tp] = engine.restore(recovered.items.items())
             engine.keep_alive(int(time.time() * 1000))
-            self._checkpointers[tp] = Checkpointer(tp.topic, recovered.seq)
-            if recovered.offset is not None:
-                # The offset saved with the state, not the group's: they differ when a
-                # crash fell between a changelog flush and the commit.
-                self.consumer.seek(tp, recovered.offset)
-                self.positions[tp] = recovered.offset
+            self.resume(tp, recovered)
         log.info("rules: recovered %d partitions from %s", len(assigned), self.changelog)
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        await super().on_revoked(revoked)
         for tp in revoked:
             self.engines.pop(tp, None)
-            self._checkpointers.pop(tp, None)
             self._stale.pop(tp, None)
 
     async def _dead_letter(self, tp: TopicPartition, record: Any, reason: str) -> None:

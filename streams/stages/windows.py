@@ -24,12 +24,11 @@ import orjson
 from aiokafka import TopicPartition
 
 from models.aggregates import Aggregate
-from streams import topics
-from streams.changelog import Checkpointer, read_to_end, replay
+from streams.changelog import replay
 from streams.ingest import Rejected, dead_letter
 from streams.metrics import LatestFinals, Metrics
 from streams.settings import Settings
-from streams.stages.base import BatchStage
+from streams.stages.base import ChangelogStage
 from streams.topics import AGGREGATES, FAMILIES, VALIDATED
 from streams.windows import EventTimeError, HourlyAqi, LateEvent, WindowEngine, WindowResult
 from streams.windows.store import pane_stores
@@ -43,7 +42,7 @@ def _name(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
 
 
-class WindowStage(BatchStage):
+class WindowStage(ChangelogStage):
     """Runs one window engine per family over `ioc.<family>.validated`."""
 
     name: ClassVar[str] = "windows"
@@ -73,8 +72,6 @@ class WindowStage(BatchStage):
             self.derived[VALIDATED[aqi.family]] = aqi
         super().__init__(settings, metrics, self.engines, **kwargs)
         self.family = {VALIDATED[family]: family for family in FAMILIES}
-        self.changelog = topics.changelog(settings.app_id, self.name)
-        self._checkpointers: dict[TopicPartition, Checkpointer] = {}
         #: The latest final per bounded group, for /metrics (streams.metrics.LatestCollector).
         self.latest = LatestFinals()
 
@@ -136,17 +133,15 @@ class WindowStage(BatchStage):
         derived = self.derived.get(tp.topic)
         if derived is not None:
             dirty += derived.take_dirty(_name(tp))
-        if not dirty:
-            return []
-        records = self._checkpointers[tp].records(dirty, position)
-        return [(self.changelog, tp.partition, key, value) for key, value in records]
+        return self.changelog_records(tp, dirty, position)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         by_partition: dict[int, list[TopicPartition]] = defaultdict(list)
         for tp in assigned:
             by_partition[tp.partition].append(tp)
         for partition, tps in by_partition.items():
-            records = await read_to_end(self.options, self.changelog, partition)
+            # Every validated topic's partition p checkpoints to changelog partition p.
+            records = await self.read_changelog(partition)
             for tp in tps:
                 recovered = replay(tp.topic, records)
                 items = list(recovered.items.items())
@@ -159,12 +154,7 @@ class WindowStage(BatchStage):
                 # The idle clock starts again now, not when the last event came in
                 # before a crash or a handover.
                 self.engines[tp.topic].keep_alive(_name(tp), int(time.time() * 1000))
-                self._checkpointers[tp] = Checkpointer(tp.topic, recovered.seq)
-                if recovered.offset is not None:
-                    # The offset saved with the state, not the group's: they differ
-                    # when a crash fell between a changelog flush and the commit.
-                    self.consumer.seek(tp, recovered.offset)
-                    self.positions[tp] = recovered.offset
+                self.resume(tp, recovered)
         log.info("windows: recovered %d partitions from %s", len(assigned), self.changelog)
 
     async def on_stop(self) -> None:
@@ -178,11 +168,11 @@ class WindowStage(BatchStage):
                 self.store.close()
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        await super().on_revoked(revoked)
         for tp in revoked:
             self.engines[tp.topic].drop(_name(tp))
             if (derived := self.derived.get(tp.topic)) is not None:
                 derived.drop(_name(tp))
-            self._checkpointers.pop(tp, None)
             self.latest.drop(_name(tp))
 
     async def _emit(self, partition: str, results: list[WindowResult]) -> None:

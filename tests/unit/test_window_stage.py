@@ -15,7 +15,6 @@ from streams.changelog import Checkpointer
 from streams.metrics import Metrics
 from streams.outbox import MemoryOutbox
 from streams.settings import Settings
-from streams.stages import windows as stage_module
 from streams.stages.windows import WindowStage
 from streams.topics import AGGREGATES, DEADLETTER, VALIDATED
 from streams.windows import default_aggregates
@@ -114,11 +113,11 @@ async def test_state_checkpointed_together_and_restored_apart(monkeypatch):
     assert any(k.startswith(f"{TP.topic}|air_station_1h#") for k in keys)
     assert keys[-1] == f"{TP.topic}|@checkpoint"  # one checkpoint for both
 
-    async def read_to_end(options: Any, topic: str, partition: int) -> list:
+    async def read_changelog(partition: int) -> list:
         return [(key, value) for _, _, key, value in saved]
 
-    monkeypatch.setattr(stage_module, "read_to_end", read_to_end)
     second = stage()
+    monkeypatch.setattr(second, "read_changelog", read_changelog)
     await second.on_assigned([TP])
     # Neither side took the other's keys for stale state to tombstone.
     assert second.state_records(TP, 18) == []
