@@ -18,6 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.apache_kafka import ApacheKafkaBroker
 from streams.broker import EmbeddedBroker, LocalBroker, free_port
+from tests.integration.alertmanager import Alertmanager
+from tests.integration.victoriametrics import VictoriaMetrics
 
 #: Which brokers the integration tests run on: both unless IOC_TEST_BROKER names one.
 BROKERS = os.environ.get("IOC_TEST_BROKER", "tansu,apache").split(",")
@@ -161,3 +163,26 @@ async def consume(
         return kept
     finally:
         await consumer.stop()
+
+
+# -- sinks: a broker of their own and real servers, per test module -------------------
+
+Servers = tuple[VictoriaMetrics, Alertmanager]
+
+
+@pytest.fixture(scope="module", params=BROKERS)
+def own_broker(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str]:
+    """A broker of its own: these tests write windows hours in the past, which other
+    workers' window stages on the session broker must not see (nor their events ours)."""
+    broker = start_broker(request.param, tmp_path_factory.mktemp(request.param))
+    yield broker.bootstrap
+    broker.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(own_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    victoria = VictoriaMetrics(tmp_path_factory.mktemp("vm")).start()
+    alertmanager = Alertmanager(tmp_path_factory.mktemp("am")).start()
+    yield victoria, alertmanager
+    victoria.stop()
+    alertmanager.stop()

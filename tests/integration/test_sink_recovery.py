@@ -20,10 +20,10 @@ import pytest
 from streams.topics import SOURCE, VALIDATED
 from tests.conftest import auth_failure
 from tests.integration.alertmanager import Alertmanager
-from tests.integration.conftest import BROKERS, Worker, produce, start_broker
+from tests.integration.conftest import Servers, Worker, produce
+from tests.integration.sink_setup import sink_worker
 from tests.integration.test_sinks import exported_means
-from tests.integration.test_windows import AGGREGATES_YAML, expected_finals, validated_readings
-from tests.integration.victoriametrics import VictoriaMetrics
+from tests.integration.test_windows import expected_finals, validated_readings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,42 +44,14 @@ rules:
 #: Firing alerts are re-sent this often, and valid in Alertmanager for 3× as long.
 RESEND_S = 2.0
 
-Servers = tuple[VictoriaMetrics, Alertmanager]
-
-
-@pytest.fixture(scope="module", params=BROKERS)
-def own_broker(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str]:
-    """A broker of its own: windows hours in the past must not meet other workers."""
-    broker = start_broker(request.param, tmp_path_factory.mktemp(request.param))
-    yield broker.bootstrap
-    broker.stop()
-
-
-@pytest.fixture(scope="module")
-def servers(own_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    victoria = VictoriaMetrics(tmp_path_factory.mktemp("vm")).start()
-    alertmanager = Alertmanager(tmp_path_factory.mktemp("am")).start()
-    yield victoria, alertmanager
-    victoria.stop()
-    alertmanager.stop()
-
 
 @pytest.fixture(scope="module")
 def recovery_worker(own_broker: str, servers: Servers, tmp_path_factory) -> Iterator[Worker]:
-    victoria, alertmanager = servers
     directory: Path = tmp_path_factory.mktemp("recovery")
-    (directory / "aggregates.yaml").write_text(AGGREGATES_YAML)
-    (directory / "rules.yaml").write_text(RULES_YAML)
-    env = {
-        "IOC_WINDOWS__AGGREGATES": str(directory / "aggregates.yaml"),
-        "IOC_WINDOWS__IDLE_TIMEOUT_S": "600",  # only event time closes these windows
-        "IOC_WINDOWS__ALLOWED_LATENESS_S": "5",
-        "IOC_RULES__RULES": str(directory / "rules.yaml"),
-        "IOC_SINKS__TIMESERIES__URL": victoria.url,
-        "IOC_SINKS__ALERTMANAGER__URL": alertmanager.url,
-        "IOC_SINKS__ALERTMANAGER__RESEND_S": str(RESEND_S),
-    }
-    worker = Worker(own_broker, directory, **env).start()
+    worker = sink_worker(
+        own_broker, servers, directory, RULES_YAML,
+        IOC_SINKS__ALERTMANAGER__RESEND_S=str(RESEND_S),
+    ).start()  # fmt: skip
     yield worker
     worker.stop()
 

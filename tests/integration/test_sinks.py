@@ -16,9 +16,9 @@ import pytest
 
 from streams.topics import SOURCE, VALIDATED
 from tests.conftest import auth_failure
-from tests.integration.alertmanager import Alertmanager
-from tests.integration.conftest import BROKERS, Worker, produce, start_broker
-from tests.integration.test_windows import AGGREGATES_YAML, expected_finals, validated_readings
+from tests.integration.conftest import Servers, Worker, produce
+from tests.integration.sink_setup import sink_worker
+from tests.integration.test_windows import expected_finals, validated_readings
 from tests.integration.victoriametrics import VictoriaMetrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,43 +37,11 @@ rules:
     summary: {vi: "Dò mật khẩu từ {source.ip}", en: "Brute force from {source.ip}"}
 """
 
-Servers = tuple[VictoriaMetrics, Alertmanager]
-
-
-@pytest.fixture(scope="module", params=BROKERS)
-def own_broker(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str]:
-    """A broker of its own: these tests write windows hours in the past, which other
-    workers' window stages on the session broker must not see (nor their events ours)."""
-    broker = start_broker(request.param, tmp_path_factory.mktemp(request.param))
-    yield broker.bootstrap
-    broker.stop()
-
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    victoria = VictoriaMetrics(tmp_path_factory.mktemp("vm")).start()
-    alertmanager = Alertmanager(tmp_path_factory.mktemp("am")).start()
-    yield victoria, alertmanager
-    victoria.stop()
-    alertmanager.stop()
-
-
-@pytest.fixture(scope="module")
-def sink_worker(own_broker: str, servers: Servers, tmp_path_factory) -> Iterator[Worker]:
-    victoria, alertmanager = servers
-    directory: Path = tmp_path_factory.mktemp("sinks")
-    (directory / "aggregates.yaml").write_text(AGGREGATES_YAML)
-    (directory / "rules.yaml").write_text(RULES_YAML)
-    env = {
-        "IOC_WINDOWS__AGGREGATES": str(directory / "aggregates.yaml"),
-        "IOC_WINDOWS__IDLE_TIMEOUT_S": "600",  # only event time closes these windows
-        "IOC_WINDOWS__ALLOWED_LATENESS_S": "5",
-        "IOC_RULES__RULES": str(directory / "rules.yaml"),
-        "IOC_SINKS__TIMESERIES__URL": victoria.url,
-        "IOC_SINKS__ALERTMANAGER__URL": alertmanager.url,
-    }
-    worker = Worker(own_broker, directory, **env).start()
-    yield worker
+def sink_worker_running(own_broker: str, servers: Servers, tmp_path_factory) -> Iterator[Worker]:
+    worker = sink_worker(own_broker, servers, tmp_path_factory.mktemp("sinks"), RULES_YAML)
+    yield worker.start()
     worker.stop()
 
 
@@ -90,7 +58,7 @@ def exported_means(victoria: VictoriaMetrics, prefix: str) -> dict[tuple[str, st
 
 
 async def test_every_final_reaches_victoriametrics_across_a_30_s_outage(
-    own_broker, servers, sink_worker, unique
+    own_broker, servers, sink_worker_running, unique
 ):
     victoria, _ = servers
     prefix = f"VM{unique[:6]}-"
@@ -107,7 +75,7 @@ async def test_every_final_reaches_victoriametrics_across_a_30_s_outage(
     await asyncio.sleep(30)
     victoria.start()
 
-    aggregates_path = Path(sink_worker.env["IOC_WINDOWS__AGGREGATES"])
+    aggregates_path = Path(sink_worker_running.env["IOC_WINDOWS__AGGREGATES"])
     finals = await expected_finals(own_broker, aggregates_path, len(readings))
     wanted = {
         (r["aggregate"], r["group"]["refDevice"], r["window_start_ms"]): value
@@ -121,12 +89,14 @@ async def test_every_final_reaches_victoriametrics_across_a_30_s_outage(
         await asyncio.sleep(1)
         got = exported_means(victoria, prefix)
     assert got == wanted
-    with urllib.request.urlopen(sink_worker.url("/sinks"), timeout=5) as answer:
+    with urllib.request.urlopen(sink_worker_running.url("/sinks"), timeout=5) as answer:
         status = json.loads(answer.read())
     assert status["timeseries"]["state"] == "up" and status["timeseries"]["retries"] > 0
 
 
-async def test_a_firing_alert_reaches_alertmanager(own_broker, servers, sink_worker, unique):
+async def test_a_firing_alert_reaches_alertmanager(
+    own_broker, servers, sink_worker_running, unique
+):
     _, alertmanager = servers
     ip = f"198.19.{int(unique[:4], 16) % 250}.{int(unique[4:8], 16) % 250}"
     now = datetime.now(UTC)
