@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence, Sized
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,27 +71,35 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_aggregates_check(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.windows import AggregateConfigError, load_aggregates
+def _check_files(files: list[Path], load: Callable[[Path], Sized], noun: str) -> int:
+    """`ioc aggregates check` / `ioc rules check`: every problem of every file, exit 1
+    if any file has one."""
+    from models.aggregates import ConfigError
 
     failed = False
-    for path in args.files:
+    for path in files:
         try:
-            aggregates = load_aggregates(path)
-        except AggregateConfigError as exc:
+            loaded = load(path)
+        except ConfigError as exc:
             print(exc, file=sys.stderr)
             failed = True
         except OSError as exc:
             print(f"{path}: {exc.strerror}", file=sys.stderr)
             failed = True
         else:
-            print(f"{path}: {len(aggregates)} aggregates, valid")
+            print(f"{path}: {len(loaded)} {noun}, valid")
     return 1 if failed else 0
+
+
+def cmd_aggregates_check(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.windows import load_aggregates
+
+    return _check_files(args.files, load_aggregates, "aggregates")
 
 
 def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
     from models.aggregates import AggregateConfigError, load_aggregates
-    from models.rules import RuleConfigError, load_rules
+    from models.rules import load_rules
 
     try:
         aggregates = load_aggregates(args.aggregates) if args.aggregates else None
@@ -99,19 +107,7 @@ def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
         reason = exc.strerror if isinstance(exc, OSError) else f"invalid:\n{exc}"
         print(f"{args.aggregates}: {reason}", file=sys.stderr)
         return 1
-    failed = False
-    for path in args.files:
-        try:
-            rules = load_rules(path, aggregates)
-        except RuleConfigError as exc:
-            print(exc, file=sys.stderr)
-            failed = True
-        except OSError as exc:
-            print(f"{path}: {exc.strerror}", file=sys.stderr)
-            failed = True
-        else:
-            print(f"{path}: {len(rules)} rules, valid")
-    return 1 if failed else 0
+    return _check_files(args.files, lambda path: load_rules(path, aggregates), "rules")
 
 
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
