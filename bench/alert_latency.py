@@ -54,12 +54,12 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams import topics
-from streams.broker import free_port, local_broker
-from streams.demo import read_metrics
-from streams.processes import spawn, stop
-from streams.settings import BrokerSettings
-from streams.topics import ALERTS, SOURCE, VALIDATED
+from streams.devtools.brokers import local_broker
+from streams.devtools.demo import read_metrics
+from streams.devtools.processes import free_port, spawn, stop
+from streams.worker import topics
+from streams.worker.settings import BrokerSettings
+from streams.worker.topics import ALERTS, SOURCE, VALIDATED
 
 RULES_YAML = """
 rules:

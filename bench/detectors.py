@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable
 
-from streams.rules.detectors import CountDetector, DistinctDetector
+from streams.core.rules.detectors import CountDetector, DistinctDetector
 
 T0 = 1_795_662_000_000  # 2026-11-26T03:00:00Z
 BATCH = 5000

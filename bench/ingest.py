@@ -23,13 +23,13 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.demo import read_metrics, total
-from streams.kafka import ensure_topics
-from streams.processes import spawn, stop
-from streams.settings import KafkaSettings
-from streams.simulate import Simulation
-from streams.topics import ALL
+from streams.devtools.brokers import EmbeddedBroker
+from streams.devtools.demo import read_metrics, total
+from streams.devtools.processes import free_port, spawn, stop
+from streams.devtools.simulate import Simulation
+from streams.worker.kafka import ensure_topics
+from streams.worker.settings import KafkaSettings
+from streams.worker.topics import ALL
 
 HERE = Path(__file__).parent
 

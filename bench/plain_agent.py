@@ -13,8 +13,8 @@ import time
 
 import faust
 
-from streams.settings import Settings
-from streams.topics import SOURCE
+from streams.worker.settings import Settings
+from streams.worker.topics import SOURCE
 
 settings = Settings()
 app = faust.App(
@@ -29,7 +29,7 @@ app = faust.App(
     value_serializer="raw",
     key_serializer="raw",
 )
-app.settings = settings  # read by streams.transport
+app.settings = settings  # read by streams.worker.transport
 expect = int(os.environ["BENCH_EXPECT"])
 topics = app.topic(*SOURCE.values(), value_type=bytes, value_serializer="raw")
 state = {"count": 0, "first": 0.0}

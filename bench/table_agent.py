@@ -19,8 +19,8 @@ from typing import Any
 import faust
 import orjson
 
-from streams.settings import Settings
-from streams.topics import VALIDATED
+from streams.worker.settings import Settings
+from streams.worker.topics import VALIDATED
 
 settings = Settings()
 app = faust.App(
@@ -39,7 +39,7 @@ app = faust.App(
     topic_partitions=settings.kafka.partitions,
     datadir=f"/tmp/bench-table-agent-{os.environ['BENCH_APP_ID']}",
 )
-app.settings = settings  # type: ignore[attr-defined]  # read by streams.transport
+app.settings = settings  # type: ignore[attr-defined]  # read by streams.worker.transport
 expect = int(os.environ["BENCH_EXPECT"])
 topic = app.topic(VALIDATED["city"], value_type=bytes, value_serializer="raw")
 state = {"count": 0, "first": 0.0, "first_cpu": 0.0, "event_time": 0.0}

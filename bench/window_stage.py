@@ -52,15 +52,16 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from windows import check_format, readings
 
 from models.aggregates import Aggregate, load_aggregates
-from streams import topics
-from streams.broker import free_port, local_broker
-from streams.changelog import CHANGELOG_CONFIG
-from streams.kafka import ensure_topics
-from streams.metrics import Metrics
-from streams.settings import BrokerSettings, KafkaSettings, Settings, WindowSettings
-from streams.stages.windows import WindowStage
-from streams.topics import VALIDATED
-from streams.windows import default_aggregates
+from streams.core.windows import default_aggregates
+from streams.devtools.brokers import local_broker
+from streams.devtools.processes import free_port
+from streams.worker import topics
+from streams.worker.changelog import CHANGELOG_CONFIG
+from streams.worker.kafka import ensure_topics
+from streams.worker.metrics import Metrics
+from streams.worker.settings import BrokerSettings, KafkaSettings, Settings, WindowSettings
+from streams.worker.stages.windows import WindowStage
+from streams.worker.topics import VALIDATED
 
 HERE = Path(__file__).parent
 TOPIC = VALIDATED["city"]
@@ -111,7 +112,7 @@ class Timing:
 
 
 def bench_venv() -> Path:
-    # Beside the cached Kafka jars (streams.apache_kafka.jar_cache_dir).
+    # Beside the cached Kafka jars (streams.devtools.brokers.apache.jar_cache_dir).
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "ioc-streams" / "bench-venv"
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from models.aggregates import Aggregate, rfc3339
-from streams.windows import WindowEngine
-from streams.windows.store import RocksStores
+from streams.core.windows import WindowEngine
+from streams.core.windows.store import RocksStores
 
 PARTITIONS = 4
 BATCH = 5000

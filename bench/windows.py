@@ -32,10 +32,10 @@ from pathlib import Path
 
 import orjson
 
-from streams.ingest import process_message
-from streams.settings import IngestSettings
-from streams.windows import WindowEngine, default_aggregates
-from streams.windows.store import RocksStores
+from streams.core.ingest import process_message
+from streams.core.windows import WindowEngine, default_aggregates
+from streams.core.windows.store import RocksStores
+from streams.worker.settings import IngestSettings
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PARTITIONS = 4

@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, get_args, get_origin
+from typing import Annotated, Any, Final, Literal, Protocol, get_args, get_origin
 
 import orjson
 import yaml
@@ -710,6 +710,14 @@ def load_aggregates(path: Path) -> list[Aggregate]:
     return aggregates
 
 
+#: The aggregates of the reference province (Hải Dương), used when none are configured.
+DEFAULT_PACK: Final = Path(__file__).resolve().parent / "packs" / "aggregates.yaml"
+
+
+def default_aggregates() -> list[Aggregate]:
+    return load_aggregates(DEFAULT_PACK)
+
+
 def _check_what_is_valid(raw: Any, exc: ValidationError) -> list[tuple[Loc, str]]:
     """The field-path problems of an aggregate that also has structural ones: checked
     with the broken parts left out, so that one run of the loader shows them all."""
@@ -765,7 +773,7 @@ class WindowResult:
       denominator of its mean). A value no event carried gives null (0 for `_count`
       and `_distinct`). `_mean` of a boolean is the share of true.
       `_p50/_p90/_p95/_p99` are estimates within 1 % relative error (see
-      streams.windows.statistics).
+      streams.core.windows.statistics).
     - `final`: false for a running update of a still open window, true for the one
       final result sent when the window closes. Running updates and the final share
       the identity, so a compacted topic keeps the final.
@@ -775,7 +783,7 @@ class WindowResult:
       Deterministic, so a replay after a crash overwrites instead of duplicating.
     - Derived: `aqi_station_1h`, the hourly VN_AQI per station (Decision 1459/QĐ-TCMT),
       is declared in no pack but computed from each final of `air_station_1h`
-      (streams.windows.aqi): same family, group and window, always final, `count` the
+      (streams.core.windows.hourly_aqi): same family, group and window, always final, `count` the
       hour's; `statistics` are `aqi`, `dominant`, `band`, `band_vi`, a sub-index
       `aqi_<pollutant>` for pm25 pm10 o3 no2 so2 co (null when not computable) and the
       NowCast concentrations `nowcast_pm25`, `nowcast_pm10` (docs/AGGREGATES.md).

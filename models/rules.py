@@ -58,6 +58,7 @@ from models.aggregates import (
     Loc,
     Number,
     check_filter,
+    default_aggregates,
     dotted,
     duplicate_keys,
     field_type,
@@ -103,7 +104,7 @@ Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 
 #: The pack for the reference province (Hải Dương), used when none is configured.
-DEFAULT_RULES_PACK: Final = Path(__file__).resolve().parent.parent / "streams/packs/rules.yaml"
+DEFAULT_RULES_PACK: Final = Path(__file__).resolve().parent / "packs" / "rules.yaml"
 
 #: Longest window, `after`, `within`, `for` or `keep_firing_for`: windows live in memory,
 #: and a month is already beyond any operational alert.
@@ -543,7 +544,7 @@ def aggregate_outputs(aggregates: Iterable[Aggregate]) -> dict[str, AggregateOut
     """The aggregates a rule may read: the declared ones, `case_backlog`, and
     `aqi_station_1h` when the window stage derives it from `air_station_1h`."""
     # Imported here: the derivation's conditions live with the window stage.
-    from streams.windows.aqi import DERIVED, SOURCE, unsuitable
+    from streams.core.windows.hourly_aqi import DERIVED, SOURCE, unsuitable
 
     declared = list(aggregates)
     outputs = {aggregate.name: _declared_output(aggregate) for aggregate in declared}
@@ -830,8 +831,6 @@ def load_rules(path: Path, aggregates: Sequence[Aggregate] | None = None) -> lis
     `RuleConfigError` lists every problem found."""
     path = Path(path)
     if aggregates is None:
-        from streams.windows import default_aggregates  # the window stage owns the pack
-
         aggregates = default_aggregates()
     outputs = aggregate_outputs(aggregates)
 

@@ -17,7 +17,7 @@ After a restart the states taken before the committed offset are gone from memor
 a firing alert is written to `ioc.alerts` once: without them Alertmanager would expire
 alerts that still fire. So the sink stage first reads the topic back over
 `restore_lookback_s` up to its group's committed offsets and hands the records to
-`restore` (streams/stages/sinks.py does the reading): the latest state per
+`restore` (streams/worker/stages/sinks.py does the reading): the latest state per
 fingerprint is rebuilt with the time each record was produced as the time it was
 taken, and the next `tick` re-sends the firing ones (and the resolved ones still
 within `resolved_resend_s`).

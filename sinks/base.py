@@ -1,6 +1,6 @@
 """The one small interface every sink implements, and what the sink stage gives it.
 
-A sink stage (streams/stages/sinks.py) consumes one topic (`ioc.aggregates` or
+A sink stage (streams/worker/stages/sinks.py) consumes one topic (`ioc.aggregates` or
 `ioc.alerts`) for one sink, in batches, and drives the sink like this:
 
     await sink.open()                      # once, before the first batch

@@ -30,14 +30,14 @@ import orjson
 from models.aggregates import TIME_FIELDS, Aggregate, WindowResult
 from models.alerts import Alert
 from models.rules import Rule
-from streams.ingest import process_message
-from streams.rules.engine import RuleEngine
-from streams.settings import Settings
-from streams.stages.rules import route_table, summing_rules
-from streams.topics import SOURCE
-from streams.windows import WindowEngine
-from streams.windows.aqi import HourlyAqi
-from streams.windows.plan import event_time_ms, getter
+from streams.core.ingest import process_message
+from streams.core.rules.engine import RuleEngine
+from streams.core.windows import WindowEngine
+from streams.core.windows.hourly_aqi import HourlyAqi
+from streams.core.windows.plan import event_time_ms, getter
+from streams.worker.settings import Settings
+from streams.worker.stages.rules import route_table, summing_rules
+from streams.worker.topics import SOURCE
 
 __all__ = ["BacktestResult", "backtest", "read_lines"]
 

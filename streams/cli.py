@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from streams.settings import Settings
+from streams.worker.settings import Settings
 
 if TYPE_CHECKING:
-    from streams.simulate import Simulation
+    from streams.devtools.simulate import Simulation
 
 __all__ = ["main"]
 
@@ -45,7 +45,7 @@ def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.broker import local_broker
+    from streams.devtools.brokers import local_broker
 
     settings = _with(settings, "broker", port=args.port, kind=args.kind)
     broker = local_broker(settings.broker, log=None)
@@ -63,8 +63,8 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from streams import topics
-    from streams.kafka import ensure_topics
+    from streams.worker import topics
+    from streams.worker.kafka import ensure_topics
 
     asyncio.run(ensure_topics(settings.kafka, topics.ALL))
     print("\n".join(topics.ALL))
@@ -92,7 +92,7 @@ def _check_files(files: list[Path], load: Callable[[Path], Sized], noun: str) ->
 
 
 def cmd_aggregates_check(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.windows import load_aggregates
+    from streams.core.windows import load_aggregates
 
     return _check_files(args.files, load_aggregates, "aggregates")
 
@@ -114,7 +114,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from models.aggregates import AggregateConfigError, load_aggregates
     from models.rules import RuleConfigError, default_rules, load_rules
     from streams.backtest import backtest
-    from streams.windows import default_aggregates
+    from streams.core.windows import default_aggregates
 
     try:
         aggregates = load_aggregates(args.aggregates) if args.aggregates else default_aggregates()
@@ -153,8 +153,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from models.rules import RuleConfigError
-    from streams.app import SinkConfigError, create_app
-    from streams.windows import AggregateConfigError
+    from streams.core.windows import AggregateConfigError
+    from streams.worker.app import SinkConfigError, create_app
 
     settings = _with(settings, "web", port=args.web_port)
     try:
@@ -183,9 +183,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _prepare_topics(settings: Settings) -> None:
-    from streams import topics
-    from streams.changelog import CHANGELOG_CONFIG
-    from streams.kafka import ensure_topics
+    from streams.worker import topics
+    from streams.worker.changelog import CHANGELOG_CONFIG
+    from streams.worker.kafka import ensure_topics
 
     # Topics get explicit configs; Faust would create them without (docs/BROKERS.md).
     await ensure_topics(settings.kafka, topics.ALL)
@@ -200,7 +200,7 @@ async def _prepare_topics(settings: Settings) -> None:
 
 
 def _simulation(args: argparse.Namespace) -> Simulation:
-    from streams.simulate import Simulation
+    from streams.devtools.simulate import Simulation
 
     return Simulation(
         seed=args.seed,
@@ -229,8 +229,8 @@ def _seconds(text: str) -> float:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.kafka import client_options
-    from streams.simulate import Progress, run
+    from streams.devtools.simulate import Progress, run
+    from streams.worker.kafka import client_options
 
     progress = Progress()
 
@@ -275,7 +275,7 @@ class _Flag:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.demo import run_demo
+    from streams.devtools.demo import run_demo
 
     return run_demo(settings, args)
 

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from streams.broker import free_port
+from streams.devtools.processes import free_port
 
 #: The Debian package installs the server as `prometheus-alertmanager`.
 BINARY_NAMES = ("prometheus-alertmanager", "alertmanager")

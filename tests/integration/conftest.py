@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.apache_kafka import ApacheKafkaBroker
-from streams.broker import EmbeddedBroker, LocalBroker, free_port
+from streams.devtools.brokers import ApacheKafkaBroker, EmbeddedBroker, LocalBroker
+from streams.devtools.processes import free_port
 from tests.integration.alertmanager import Alertmanager
 from tests.integration.victoriametrics import VictoriaMetrics
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from sinks.alertmanager import AlertmanagerSink, AlertmanagerTarget
 from sinks.http import Backoff
 from sinks.webhook import WebhookSink, WebhookTarget, verify
-from streams.broker import free_port
+from streams.devtools.processes import free_port
 from tests.integration.alertmanager import Alertmanager, amtool
 from tests.unit.sinks.helpers import alert, record
 

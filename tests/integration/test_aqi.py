@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from streams.ingest import process_message
-from streams.settings import IngestSettings
-from streams.topics import AGGREGATES, VALIDATED
+from streams.core.ingest import process_message
+from streams.worker.settings import IngestSettings
+from streams.worker.topics import AGGREGATES, VALIDATED
 from tests.conftest import air_quality
 from tests.integration.conftest import BROKERS, Worker, consume, produce, start_broker
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from streams.topics import AGGREGATES, SOURCE, VALIDATED
+from streams.worker.topics import AGGREGATES, SOURCE, VALIDATED
 from tests.conftest import air_quality
 from tests.integration.conftest import BROKERS, Worker, consume, produce, start_broker
 

@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.ingest import process_message
-from streams.settings import IngestSettings
-from streams.topics import AGGREGATES, DEADLETTER, VALIDATED
+from streams.core.ingest import process_message
+from streams.worker.settings import IngestSettings
+from streams.worker.topics import AGGREGATES, DEADLETTER, VALIDATED
 from tests.conftest import dossier
 from tests.integration.conftest import Worker, consume, produce
 

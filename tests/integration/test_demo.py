@@ -19,10 +19,11 @@ import orjson
 import pytest
 
 from models.alerts import Alert
-from streams.broker import free_port, kafka_answers
-from streams.cases import BACKLOG_AGGREGATE
-from streams.windows import HourlyAqi, default_aggregates
-from streams.windows.aqi import DERIVED
+from streams.core.cases import BACKLOG_AGGREGATE
+from streams.core.windows import HourlyAqi, default_aggregates
+from streams.core.windows.hourly_aqi import DERIVED
+from streams.devtools.brokers import kafka_answers
+from streams.devtools.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from models.deadletter import DeadLetter
-from streams.topics import DEADLETTER, SOURCE, VALIDATED
+from streams.worker.topics import DEADLETTER, SOURCE, VALIDATED
 from tests.conftest import air_quality, auth_failure, dossier
 from tests.integration.conftest import BROKERS, consume, produce
 

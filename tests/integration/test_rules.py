@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from models.alerts import Alert
-from streams.topics import ALERTS, SOURCE
+from streams.worker.topics import ALERTS, SOURCE
 from tests.conftest import air_quality, auth_failure
 from tests.integration.conftest import Worker, consume, produce
 

@@ -31,16 +31,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.alerts import Alert
 from models.rules import load_rules
-from streams import topics
-from streams.changelog import read_to_end, replay
-from streams.ingest import process_message
-from streams.kafka import client_options
-from streams.rules.engine import RuleEngine
-from streams.rules.plan import RuleInput
-from streams.settings import IngestSettings, KafkaSettings
-from streams.stages.rules import route_table, summing_rules
-from streams.topics import ALERTS, VALIDATED
-from streams.windows import default_aggregates
+from streams.core.ingest import process_message
+from streams.core.rules.engine import RuleEngine
+from streams.core.rules.plan import RuleInput
+from streams.core.windows import default_aggregates
+from streams.worker import topics
+from streams.worker.changelog import read_to_end, replay
+from streams.worker.kafka import client_options
+from streams.worker.settings import IngestSettings, KafkaSettings
+from streams.worker.stages.rules import route_table, summing_rules
+from streams.worker.topics import ALERTS, VALIDATED
 from tests.conftest import auth_failure
 from tests.integration.conftest import BROKERS, Worker, consume, produce, start_broker
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.topics import SOURCE, VALIDATED
+from streams.worker.topics import SOURCE, VALIDATED
 from tests.conftest import auth_failure
 from tests.integration.alertmanager import Alertmanager
 from tests.integration.conftest import Servers, Worker, produce

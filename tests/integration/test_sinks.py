@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streams.topics import SOURCE, VALIDATED
+from streams.worker.topics import SOURCE, VALIDATED
 from tests.conftest import auth_failure
 from tests.integration.conftest import Servers, Worker, produce
 from tests.integration.sink_setup import sink_worker

@@ -12,10 +12,10 @@ import orjson
 import pytest
 
 from models.aggregates import load_aggregates
-from streams.ingest import process_message
-from streams.settings import IngestSettings
-from streams.topics import AGGREGATES, VALIDATED
-from streams.windows import WindowEngine
+from streams.core.ingest import process_message
+from streams.core.windows import WindowEngine
+from streams.worker.settings import IngestSettings
+from streams.worker.topics import AGGREGATES, VALIDATED
 from tests.conftest import air_quality
 from tests.integration.conftest import BROKERS, Worker, consume, produce, start_broker
 

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from streams.broker import free_port
+from streams.devtools.processes import free_port
 
 BINARY_NAME = "victoria-metrics"
 

@@ -17,7 +17,7 @@ from models.aggregates import (
     parse_duration,
     rfc3339,
 )
-from streams.windows import DEFAULT_PACK, WindowEngine
+from streams.core.windows import DEFAULT_PACK, WindowEngine
 
 GOOD = """\
 aggregates:

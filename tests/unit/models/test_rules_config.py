@@ -16,7 +16,7 @@ from models.rules import (
     placeholders,
 )
 from streams.cli import main
-from streams.windows import default_aggregates
+from streams.core.windows import default_aggregates
 
 GOOD = """\
 rules:
@@ -329,7 +329,7 @@ def test_cli_exit_codes(tmp_path, capsys):
 
 def test_the_default_pack_keeps_the_rules_a_custom_aggregates_file_can_run():
     from models.rules import default_rules
-    from streams.windows import default_aggregates
+    from streams.core.windows import default_aggregates
 
     only_security = [a for a in default_aggregates() if a.family == "security"]
     kept = {rule.name for rule in default_rules(only_security)}

@@ -349,6 +349,6 @@ def test_default_pack_groups_are_all_written() -> None:
 
     from models.aggregates import load_aggregates
 
-    pack = Path(__file__).parents[3] / "streams" / "packs" / "aggregates.yaml"
+    pack = Path(__file__).parents[3] / "models" / "packs" / "aggregates.yaml"
     for aggregate in load_aggregates(pack):
         assert unbounded_labels(aggregate.group_by) == [], aggregate.name

@@ -1,0 +1,575 @@
+"""The event-time window engine: pure state, no Kafka, no clock of its own.
+
+Per input partition (an opaque name such as "ioc.city.validated:3") the engine keeps
+a watermark, the open windows' accumulators and a deadline index:
+
+- watermark = highest event time seen on the partition − allowed lateness; after
+  `idle_timeout_ms` of wall-clock silence, `advance` moves it on with the wall clock;
+- a window [start, end) closes when the watermark reaches end + grace: its final
+  `WindowResult` is returned once and its state evicted;
+- an event whose windows have all closed is returned as a `LateEvent` and changes
+  nothing.
+
+Hopping windows are kept as panes of one step each (Li et al., "No pane, no gain",
+2005): an event updates one pane whatever size/step is, and a window's result merges
+its size/step panes when it is reported. Tumbling windows are one pane each.
+
+Deadlines are a heap of distinct close times, each with the windows that close then
+(registered when a window's first pane is created), so the per-event path never scans
+open windows, and a watermark step costs only the windows it closes.
+
+State for the changelog is one entry per pane (`take_dirty`), keyed
+`<aggregate>#<fingerprint>.<layout version>|<group values as JSON>|<pane start>`, plus
+`@watermark` ([watermark, wall clock of the last event, watermark then]). The
+fingerprint changes with the aggregate's definition; state of a definition that no
+longer exists is tombstoned after `restore`. Changes pile up until `take_dirty` takes
+them, so a stage must call it at every checkpoint.
+
+Accumulators live in dicts, or with `store=` in RocksDB behind a RAM cache
+(streams.core.windows.store): the same keys and payloads as the changelog, written back at
+each `take_dirty`; the deadline index and watermarks stay in RAM either way.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from models.aggregates import DISCRIMINATORS, TIME_FIELDS, Aggregate, WindowResult
+from streams.core.windows.plan import MISSING, EventTimeError, Plan, event_time_ms
+from streams.core.windows.store import PaneKey, PaneStore, RocksPartition, RocksStores
+
+__all__ = ["WATERMARK_KEY", "LateEvent", "Output", "WindowEngine"]
+
+#: The state key of a partition's watermark and activity clock.
+WATERMARK_KEY: Final = "@watermark"
+_NEVER: Final = -(1 << 62)  # the watermark of a partition that has seen no event
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LateEvent:
+    """An event all of whose windows had closed for its partition: dead-letter it
+    with error `late`. `window_start` is the latest window it would have joined."""
+
+    aggregate: str
+    group: dict[str, Any]
+    window_start: int
+    event_time: int
+
+
+Output = WindowResult | LateEvent
+
+
+# A plan's attributes as one tuple: unpacking it is cheaper than reading each attribute.
+_Fast = tuple[Plan, Any, Any, int, int, int, int, Any, Any, bool]
+
+
+def _fast(plan: Plan) -> _Fast:
+    return (
+        plan, plan.match, plan.key, plan.offset, plan.step, plan.close_after, plan.index,
+        plan.new, plan.update, bool(plan.running_every),
+    )  # fmt: skip
+
+
+class _Family:
+    """The aggregates of one family, dispatched on `type`/`kind` when they pin it."""
+
+    __slots__ = ("always", "by_value", "field", "time_field")
+
+    def __init__(self, family: str, plans: list[Plan]) -> None:
+        self.time_field = TIME_FIELDS[family]
+        self.field = DISCRIMINATORS.get(family)
+        self.always = [_fast(plan) for plan in plans if plan.dispatch is None]
+        values = {value for plan in plans if plan.dispatch for value in plan.dispatch}
+        # Declaration order within each list, so results come out in a stable order.
+        self.by_value = {
+            value: [_fast(p) for p in plans if p.dispatch is None or value in p.dispatch]
+            for value in values
+        }
+
+    def plans(self, event: Event) -> list[_Fast]:
+        if self.field is None or not self.by_value:
+            return self.always
+        return self.by_value.get(event.get(self.field), self.always)
+
+
+class _Codec:
+    """An aggregate's panes as RocksDB entries: its changelog keys and payloads."""
+
+    __slots__ = ("plan", "prefix")
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.prefix = plan.state_prefix.encode()
+
+    def key(self, pk: PaneKey, /) -> bytes:
+        return WindowEngine._state_key(self.plan, pk).encode()
+
+    def pane(self, key: bytes, /) -> PaneKey:
+        group, _, start = key[len(self.prefix) :].decode().rpartition("|")
+        return self.plan.key_from_values(orjson.loads(group)), int(start)
+
+    def load(self, payload: bytes, /) -> list[Any]:
+        return self.plan.layout.load(orjson.loads(payload))
+
+
+class _Partition:
+    __slots__ = (
+        "active_ms",
+        "buckets",
+        "deadlines",
+        "dirty",
+        "meta_dirty",
+        "panes",
+        "running",
+        "spill",
+        "stale",
+        "watermark",
+        "watermark_active",
+    )
+
+    def __init__(self, plans: int) -> None:
+        self.watermark = _NEVER
+        self.active_ms: int | None = None  # wall clock of the last event processed
+        self.watermark_active = _NEVER  # the watermark just after that event
+        # Plain dicts unless the engine has a store: then views of `spill`.
+        self.panes: list[PaneStore] = [{} for _ in range(plans)]
+        self.spill: RocksPartition | None = None
+        self.dirty: list[set[PaneKey]] = [set() for _ in range(plans)]
+        self.running: list[set[PaneKey]] = [set() for _ in range(plans)]
+        # close time → per plan index, the group keys of the windows that close then.
+        # A window's start is its close time − the plan's close_after: a key alone is
+        # ~90 bytes less per open window than a (key, start) tuple, in both stores.
+        self.buckets: dict[int, dict[int, list[Any]]] = {}
+        self.deadlines: list[int] = []  # heap of the buckets' close times
+        self.meta_dirty = False
+        self.stale: list[str] = []  # restored keys that no aggregate owns: to tombstone
+
+
+class WindowEngine:
+    """Windows of many input partitions for a set of aggregates.
+
+    Not thread-safe; one engine per stage task. All times are int epoch milliseconds.
+    `store`: None keeps accumulators in dicts; `RocksStores` spills them to RocksDB
+    (streams.core.windows.store), and `close` deletes the engine's databases.
+    """
+
+    def __init__(
+        self,
+        aggregates: Sequence[Aggregate],
+        *,
+        allowed_lateness_ms: int = 0,
+        idle_timeout_ms: int = 30_000,
+        store: RocksStores | None = None,
+    ) -> None:
+        if allowed_lateness_ms < 0 or idle_timeout_ms <= 0:
+            raise ValueError("allowed_lateness_ms must be >= 0 and idle_timeout_ms > 0")
+        names = [aggregate.name for aggregate in aggregates]
+        if len(set(names)) != len(names):
+            raise ValueError("aggregate names must be unique")
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self.idle_timeout_ms = idle_timeout_ms
+        self._plans = [Plan(index, aggregate) for index, aggregate in enumerate(aggregates)]
+        self._store = store
+        self._codecs = [_Codec(plan) for plan in self._plans]
+        self._by_prefix = {plan.state_prefix: plan for plan in self._plans}
+        families = dict.fromkeys(plan.family for plan in self._plans)
+        self._families = [
+            _Family(family, [p for p in self._plans if p.family == family]) for family in families
+        ]
+        self._running = [plan for plan in self._plans if plan.running_every]
+        self._next_running: dict[int, int] = {}
+        self._partitions: dict[str, _Partition] = {}
+        #: Late events per aggregate since the engine started (each event counted once
+        #: per aggregate it was late for).
+        self.late_events: dict[str, int] = dict.fromkeys(names, 0)
+
+    # -- the per-event path ------------------------------------------------------------
+
+    def process(self, partition: str, event: Event, now_ms: int) -> list[Output]:
+        """Apply one validated event; return the finals it closes and its LateEvents.
+
+        An event late for several aggregates (or exploded groups) gives one LateEvent
+        each: dead-letter the record once. `now_ms` is the wall clock, used only to tell
+        when the partition goes idle. Raises EventTimeError when the event carries no
+        readable event time (dead-letter it as `schema`).
+        """
+        for family in self._families:
+            raw = event.get(family.time_field)
+            if raw is not None:
+                break
+        else:
+            if not self._families:
+                return []
+            fields = " or ".join(f.time_field for f in self._families)
+            raise EventTimeError(f"event has no event time ({fields})")
+        t = event_time_ms(raw)
+        p = self._partitions.get(partition)
+        if p is None:
+            p = self._partitions[partition] = self._new_partition(partition)
+        watermark = p.watermark
+        out: list[Output] = []
+        panes_of, dirty_of = p.panes, p.dirty
+        for (
+            plan,
+            match,
+            key_of,
+            offset,
+            step,
+            close_after,
+            index,
+            new,
+            update,
+            running,
+        ) in family.plans(event):
+            if match is not None and not match(event):
+                continue
+            key = key_of(event)
+            if key is MISSING:
+                continue
+            pane = t - (t - offset) % step
+            if pane + close_after <= watermark:
+                self._late(plan, key, pane, t, out)
+                continue
+            if type(key) is list:
+                for one in key:
+                    self._add(p, plan, (one, pane), event, t)
+                continue
+            # What _add does, inlined: this is the hot path.
+            pk = (key, pane)
+            panes = panes_of[index]
+            acc = panes.get(pk)
+            if acc is None:
+                acc = panes[pk] = new()
+                self._register(p, plan, key, pane)
+            update(acc, event, t)
+            dirty_of[index].add(pk)
+            if running:
+                p.running[index].add(pk)
+        p.active_ms = now_ms
+        p.meta_dirty = True
+        target = t - self.allowed_lateness_ms
+        if target > watermark:
+            if p.deadlines and p.deadlines[0] <= target:
+                self._close(p, target, out)
+            else:
+                p.watermark = target
+        p.watermark_active = p.watermark
+        return out
+
+    def _new_partition(self, partition: str) -> _Partition:
+        p = _Partition(len(self._plans))
+        if self._store is not None:
+            spill = p.spill = self._store.open(partition, p.dirty)
+            p.panes = [spill.panes(index, codec) for index, codec in enumerate(self._codecs)]
+        return p
+
+    def _add(self, p: _Partition, plan: Plan, pk: PaneKey, event: Event, t: int) -> None:
+        index = plan.index
+        acc = p.panes[index].get(pk)
+        if acc is None:
+            acc = p.panes[index][pk] = plan.new()
+            self._register(p, plan, pk[0], pk[1])
+        plan.update(acc, event, t)
+        p.dirty[index].add(pk)
+        if plan.running_every:
+            p.running[index].add(pk)
+
+    def _late(self, plan: Plan, key: Any, pane: int, t: int, out: list[Output]) -> None:
+        self.late_events[plan.name] += 1
+        for one in key if type(key) is list else (key,):
+            out.append(LateEvent(plan.name, plan.labels(one), pane, t))
+
+    def _register(self, p: _Partition, plan: Plan, key: Any, pane: int) -> None:
+        """A new pane: index the open windows it belongs to by their close time."""
+        if plan.hopping:
+            first = max(pane - plan.size + plan.step, plan.first_open(p.watermark))
+            starts = range(first, pane + 1, plan.step)
+        else:
+            starts = range(pane, pane + 1)
+        for start in starts:
+            deadline = start + plan.close_after
+            bucket = p.buckets.get(deadline)
+            if bucket is None:
+                bucket = p.buckets[deadline] = {}
+                heapq.heappush(p.deadlines, deadline)
+            keys = bucket.get(plan.index)
+            if keys is None:
+                bucket[plan.index] = [key]
+            else:
+                keys.append(key)
+
+    # -- closing -----------------------------------------------------------------------
+
+    def _close(self, p: _Partition, watermark: int, out: list[Output]) -> None:
+        """Move the watermark forward and report every window it closes."""
+        p.watermark = watermark
+        deadlines = p.deadlines
+        while deadlines and deadlines[0] <= watermark:
+            deadline = heapq.heappop(deadlines)
+            bucket = p.buckets.pop(deadline)
+            for index, keys in bucket.items():
+                plan = self._plans[index]
+                panes = p.panes[index]
+                dirty = p.dirty[index]
+                running = p.running[index]
+                start = deadline - plan.close_after
+                if not plan.hopping:
+                    for key in keys:
+                        pk = (key, start)
+                        acc = panes.pop(pk, None)
+                        if acc is not None:
+                            dirty.add(pk)
+                            running.discard(pk)
+                            out.append(self._result(plan, key, start, acc, True))
+                    continue
+                for key in dict.fromkeys(keys):  # a window once per pane
+                    acc = self._window(plan, panes, key, start)
+                    if acc is not None:
+                        out.append(self._result(plan, key, start, acc, True))
+                    # The window starting at a pane is that pane's last one.
+                    if panes.pop((key, start), None) is not None:
+                        dirty.add((key, start))
+                        running.discard((key, start))
+
+    def _window(self, plan: Plan, panes: PaneStore, key: Any, start: int) -> list[Any] | None:
+        """A hopping window's accumulator, merged from its panes (None: no data)."""
+        parts = [
+            acc
+            for pane in range(start, start + plan.size, plan.step)
+            if (acc := panes.get((key, pane))) is not None
+        ]
+        return plan.layout.merge(parts) if parts else None
+
+    def _result(
+        self, plan: Plan, key: Any, start: int, acc: list[Any], final: bool
+    ) -> WindowResult:
+        return WindowResult(
+            aggregate=plan.name,
+            family=plan.family,
+            group=plan.labels(key),
+            window_start=start,
+            window_end=start + plan.size,
+            statistics=plan.layout.report(acc),
+            count=acc[0],
+            final=final,
+        )
+
+    # -- the wall clock ------------------------------------------------------------------
+
+    def keep_alive(self, partition: str, now_ms: int) -> None:
+        """The partition is not idle at `now_ms` although no event was processed: it has
+        records waiting (a backlog after a restart), or was just assigned. Idleness is
+        for silent sources, not for a consumer catching up."""
+        p = self._partitions.get(partition)
+        if p is None:
+            return
+        p.active_ms = now_ms
+        p.watermark_active = p.watermark
+
+    def advance(self, now_ms: int) -> list[WindowResult]:
+        """Called about every second with the wall clock: closes the windows of idle
+        partitions, then emits the running updates that are due."""
+        return [r for results in self.advance_partitions(now_ms).values() for r in results]
+
+    def advance_partitions(self, now_ms: int) -> dict[str, list[WindowResult]]:
+        """`advance`, with the results of each partition apart (only partitions that have
+        some): what is derived from finals is kept per input partition too."""
+        out: dict[str, list[Output]] = {}
+        idle_after = self.idle_timeout_ms
+        for name, p in self._partitions.items():
+            if p.active_ms is None:
+                continue
+            idle = now_ms - p.active_ms - idle_after
+            if idle > 0 and p.watermark_active + idle > p.watermark:
+                # The watermark runs on with the wall clock from where the last event
+                # left it, so a silent sensor's windows still close.
+                p.meta_dirty = True
+                self._close(p, p.watermark_active + idle, out.setdefault(name, []))
+        for plan in self._running:
+            due = self._next_running.get(plan.index, now_ms)
+            if now_ms < due:
+                continue
+            assert plan.running_every is not None
+            self._next_running[plan.index] = now_ms + plan.running_every
+            for name, p in self._partitions.items():
+                self._running_updates(p, plan, out.setdefault(name, []))
+        # _close only adds WindowResults here, never LateEvents.
+        return {name: results for name, results in out.items() if results}  # type: ignore[misc]
+
+    def _running_updates(self, p: _Partition, plan: Plan, out: list[Output]) -> None:
+        changed = p.running[plan.index]
+        if not changed:
+            return
+        panes = p.panes[plan.index]
+        if not plan.hopping:
+            for pk in changed:
+                acc = panes.get(pk)
+                if acc is not None:
+                    out.append(self._result(plan, pk[0], pk[1], acc, False))
+        else:
+            first_open = plan.first_open(p.watermark)
+            windows: dict[PaneKey, None] = {}
+            for key, pane in changed:
+                for start in range(
+                    max(pane - plan.size + plan.step, first_open), pane + 1, plan.step
+                ):
+                    windows[key, start] = None
+            for key, start in windows:
+                acc = self._window(plan, panes, key, start)
+                if acc is not None:
+                    out.append(self._result(plan, key, start, acc, False))
+        changed.clear()
+
+    # -- state for the changelog ---------------------------------------------------------
+
+    def take_dirty(self, partition: str) -> list[tuple[str, bytes | None]]:
+        """(state key, JSON payload or None for evicted) of every pane changed since the
+        last call, then the partition's watermark entry; clears the changes."""
+        p = self._partitions.get(partition)
+        if p is None:
+            return []
+        out: list[tuple[str, bytes | None]] = [(key, None) for key in p.stale]
+        p.stale.clear()
+        spill = p.spill
+        for plan in self._plans:
+            dirty = p.dirty[plan.index]
+            if not dirty:
+                continue
+            panes = p.panes[plan.index]
+            for pk in dirty:
+                acc = panes.get(pk)  # dirty ones are cached: no disk read
+                payload = None if acc is None else orjson.dumps(plan.layout.dump(acc))
+                state_key = self._state_key(plan, pk)
+                out.append((state_key, payload))
+                if spill is not None:
+                    spill.write(plan.index, pk, state_key.encode(), payload)
+            dirty.clear()
+        if spill is not None:
+            spill.commit()  # after the dirty sets are cleared: they pin the cache
+        if p.meta_dirty or out:
+            out.append(
+                (WATERMARK_KEY, orjson.dumps([p.watermark, p.active_ms, p.watermark_active]))
+            )
+            p.meta_dirty = False
+        return out
+
+    @staticmethod
+    def _state_key(plan: Plan, pk: PaneKey) -> str:
+        group = orjson.dumps(plan.key_values(pk[0])).decode()
+        return f"{plan.state_prefix}{group}|{pk[1]}"
+
+    def restore(self, partition: str, items: Iterable[tuple[str, bytes | None]]) -> None:
+        """Rebuild a partition from changelog items (the last value per key wins; None
+        deletes), replacing whatever the engine held for it."""
+        latest: dict[str, bytes | None] = {}
+        for key, payload in items:
+            latest[key] = payload
+        p = self._new_partition(partition)
+        spill = p.spill
+        meta = latest.pop(WATERMARK_KEY, None)
+        if meta is not None:
+            p.watermark, p.active_ms, p.watermark_active = orjson.loads(meta)
+        for state_key, payload in latest.items():
+            if payload is None:
+                continue
+            prefix, _, rest = state_key.partition("|")
+            plan = self._by_prefix.get(prefix + "|")
+            group, _, start = rest.rpartition("|")
+            if plan is None or not group:
+                p.stale.append(state_key)  # an aggregate since removed or redefined
+                continue
+            key = plan.key_from_values(orjson.loads(group))
+            pane = int(start)
+            if pane + plan.close_after <= p.watermark:
+                p.stale.append(state_key)  # all its windows closed: nothing to report
+                continue
+            if spill is None:
+                p.panes[plan.index][key, pane] = plan.layout.load(orjson.loads(payload))
+            else:
+                spill.restore(plan.index, state_key.encode(), payload)
+            self._register(p, plan, key, pane)
+        if spill is not None:
+            spill.commit()
+        self.drop(partition)
+        self._partitions[partition] = p
+
+    def drop(self, partition: str) -> None:
+        """Forget a partition (revoked in a rebalance); its changelog state stays, its
+        local spill, if any, is deleted."""
+        p = self._partitions.pop(partition, None)
+        if p is not None and p.spill is not None:
+            p.spill.close()
+
+    def close(self) -> None:
+        """Forget every partition and delete their local spills (the stage stops). The
+        store itself may serve other engines: its owner closes it."""
+        for partition in list(self._partitions):
+            self.drop(partition)
+
+    # -- introspection -------------------------------------------------------------------
+
+    def open_windows(self, partition: str | None = None) -> int:
+        """Open windows holding data: (aggregate, group, start) triples not yet final."""
+        if partition is None:
+            partitions = list(self._partitions.values())
+        else:
+            found = self._partitions.get(partition)
+            partitions = [found] if found is not None else []
+        total = 0
+        for p in partitions:
+            for plan in self._plans:
+                panes = p.panes[plan.index]
+                if not plan.hopping:
+                    total += len(panes)
+                    continue
+                first_open = plan.first_open(p.watermark)
+                total += len(
+                    {
+                        (key, start)
+                        for key, pane in panes
+                        for start in range(
+                            max(pane - plan.size + plan.step, first_open), pane + 1, plan.step
+                        )
+                    }
+                )
+        return total
+
+    def state_entries(self, partition: str | None = None) -> int:
+        """Accumulators held (panes: one per tumbling window, one per step of hopping
+        ones), i.e. the changelog entries besides the watermark."""
+        partitions = (
+            list(self._partitions.values())
+            if partition is None
+            else [p for name, p in self._partitions.items() if name == partition]
+        )
+        return sum(len(panes) for p in partitions for panes in p.panes)
+
+    def cached_entries(self, partition: str | None = None) -> int:
+        """Accumulators held in RAM: `state_entries` without a store; with one, those in
+        its caches (at most the cache size plus the panes changed since the last
+        checkpoint, per partition)."""
+        partitions = (
+            list(self._partitions.values())
+            if partition is None
+            else [p for name, p in self._partitions.items() if name == partition]
+        )
+        return sum(
+            sum(len(panes) for panes in p.panes) if p.spill is None else p.spill.cached
+            for p in partitions
+        )
+
+    def watermark(self, partition: str) -> int | None:
+        """The partition's watermark (epoch ms), None before its first event."""
+        p = self._partitions.get(partition)
+        return None if p is None or p.watermark == _NEVER else p.watermark
+
+    @property
+    def partitions(self) -> list[str]:
+        return list(self._partitions)

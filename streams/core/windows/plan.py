@@ -1,0 +1,299 @@
+"""An aggregate compiled for the per-event path: closures, no pydantic, no datetimes.
+
+`Plan` holds what `WindowEngine.process` needs per aggregate, resolved once at load:
+the filter as one `match(event)` closure (None when the dispatch on `type`/`kind`
+already decided it), the group key getter, the accumulator layout and the window
+arithmetic in int milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from models.aggregates import DISCRIMINATORS, Aggregate, Condition
+from streams.core.windows.statistics import Layout
+
+__all__ = [
+    "MISSING",
+    "EventTimeError",
+    "Plan",
+    "event_time_ms",
+    "getter",
+    "key_function",
+    "matcher",
+]
+
+#: A group key when a group_by field is absent: the event is skipped for the aggregate.
+MISSING: Final = object()
+#: Bumped when the accumulator layout changes, so that old changelog state is not misread.
+LAYOUT_VERSION: Final = 1
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+Event = dict[str, Any]
+Getter = Callable[[Event], Any]
+
+
+class EventTimeError(ValueError):
+    """An event without a readable event time: not something ingest lets through, so
+    the stage should dead-letter it (error `schema`) rather than stop."""
+
+
+def event_time_ms(value: Any) -> int:
+    """RFC 3339 with an offset (ingest writes UTC, "…Z") or epoch ms → epoch ms."""
+    if type(value) is str:
+        try:
+            return (datetime.fromisoformat(value) - _EPOCH) // _MS
+        except (ValueError, TypeError):  # TypeError: no offset, cannot subtract
+            raise EventTimeError(f"not an RFC 3339 time with an offset: {value!r}") from None
+    if type(value) is int:
+        return value
+    raise EventTimeError(f"expected an RFC 3339 time, got {type(value).__name__}")
+
+
+def _flat(path: str) -> bool:
+    return path == "@timestamp" or "." not in path
+
+
+def getter(path: str) -> Getter:
+    """`event.outcome` → a function reading event["event"]["outcome"], None when absent."""
+    if _flat(path):
+        name = path
+
+        def get(event: Event) -> Any:
+            return event.get(name)
+
+        return get
+    first, *rest = path.split(".")
+    if len(rest) == 1:
+        second = rest[0]
+
+        def get2(event: Event) -> Any:
+            inner = event.get(first)
+            return inner.get(second) if type(inner) is dict else None
+
+        return get2
+
+    def get_n(event: Event) -> Any:
+        value: Any = event.get(first)
+        for part in rest:
+            if type(value) is not dict:
+                return None
+            value = value.get(part)
+        return value
+
+    return get_n
+
+
+def _comparison(compare: Callable[[Any, Any], bool], bound: Any) -> Callable[[Any], bool]:
+    return lambda v: v is not None and type(v) is not bool and compare(v, bound)
+
+
+def _test(path: str, condition: Condition) -> Callable[[Event], bool]:
+    """One field's condition as a closure; list fields are tested by membership."""
+    get = getter(path)
+    tests: list[Callable[[Any], bool]] = []
+    ops = condition.operators()
+    if "eq" in ops:
+        eq = ops["eq"]
+        tests.append(lambda v: eq in v if type(v) is list else v == eq)
+    if "ne" in ops:
+        ne = ops["ne"]
+        tests.append(lambda v: ne not in v if type(v) is list else v != ne)
+    if "in" in ops:
+        allowed = frozenset(ops["in"])
+        tests.append(
+            lambda v: (
+                not allowed.isdisjoint(v) if type(v) is list else v is not None and v in allowed
+            )
+        )
+    if "not_in" in ops:
+        refused = frozenset(ops["not_in"])
+        tests.append(lambda v: refused.isdisjoint(v) if type(v) is list else v not in refused)
+    for name, compare in (
+        ("gt", operator.gt),
+        ("gte", operator.ge),
+        ("lt", operator.lt),
+        ("lte", operator.le),
+    ):
+        if name in ops:
+            tests.append(_comparison(compare, ops[name]))
+    if "exists" in ops:
+        exists = ops["exists"]
+        tests.append(lambda v: (v is not None) == exists)
+    if len(tests) == 1:
+        [only] = tests
+        return lambda event: only(get(event))
+
+    def test_all(event: Event) -> bool:
+        value = get(event)
+        return all(test(value) for test in tests)
+
+    return test_all
+
+
+def matcher(conditions: dict[str, Condition]) -> Callable[[Event], bool] | None:
+    tests = [_test(path, condition) for path, condition in conditions.items()]
+    if not tests:
+        return None
+    if len(tests) == 1:
+        return tests[0]
+
+    def match(event: Event) -> bool:
+        for test in tests:  # noqa: SIM110  (a loop is cheaper than all() over a generator)
+            if not test(event):
+                return False
+        return True
+
+    return match
+
+
+def _dispatch_values(aggregate: Aggregate) -> frozenset[Any] | None:
+    """The discriminator values (`type`/`kind`) a plain eq/in filter pins, if any."""
+    field = DISCRIMINATORS.get(aggregate.family)
+    condition = aggregate.filter.get(field) if field else None
+    if condition is None:
+        return None
+    ops = condition.operators()
+    if set(ops) == {"eq"}:
+        return frozenset([ops["eq"]])
+    if set(ops) == {"in"}:
+        return frozenset(ops["in"])
+    return None
+
+
+def _elements(value: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(v for v in value if v is not None and type(v) is not dict))
+
+
+def key_function(group_by: tuple[str, ...]) -> Callable[[Event], Any]:
+    """Event → group key (MISSING if a field is absent), or a list of keys when a field
+    holds a list (ECS event.category): one group per element."""
+    if not group_by:
+        return lambda event: None
+    getters = [getter(path) for path in group_by]
+
+    def key_any(event: Event) -> Any:
+        parts = []
+        exploded = False
+        for get in getters:
+            value = get(event)
+            if value is None or type(value) is dict:
+                return MISSING
+            if type(value) is list:
+                exploded = True
+            parts.append(value)
+        if len(parts) == 1:
+            return _elements(parts[0]) if exploded else parts[0]
+        if not exploded:
+            return tuple(parts)
+        lists = [_elements(p) if type(p) is list else [p] for p in parts]
+        return list(itertools.product(*lists))
+
+    # Fast paths for one or two top-level string fields, the common case; anything
+    # else (absent, a list, a number) goes the general way.
+    if len(group_by) == 1 and _flat(group_by[0]):
+        name = group_by[0]
+
+        def key1(event: Event) -> Any:
+            value = event.get(name)
+            return value if type(value) is str else key_any(event)
+
+        return key1
+    if len(group_by) == 2 and _flat(group_by[0]) and _flat(group_by[1]):
+        first, second = group_by
+
+        def key2(event: Event) -> Any:
+            a = event.get(first)
+            b = event.get(second)
+            if type(a) is str and type(b) is str:
+                return (a, b)
+            return key_any(event)
+
+        return key2
+    return key_any
+
+
+class Plan:
+    """One aggregate, ready for the per-event path."""
+
+    __slots__ = (
+        "aggregate",
+        "close_after",
+        "dispatch",
+        "family",
+        "group_by",
+        "hopping",
+        "index",
+        "key",
+        "layout",
+        "match",
+        "name",
+        "new",
+        "offset",
+        "panes_per_window",
+        "running_every",
+        "size",
+        "state_prefix",
+        "step",
+        "update",
+    )
+
+    def __init__(self, index: int, aggregate: Aggregate) -> None:
+        self.index = index
+        self.aggregate = aggregate
+        self.name = aggregate.name
+        self.family = aggregate.family
+        self.group_by = aggregate.group_by
+        window = aggregate.window
+        self.size = window.size
+        self.step = window.hop
+        self.offset = window.offset
+        self.hopping = self.step != self.size
+        self.panes_per_window = self.size // self.step
+        # A window [s, s + size) closes when the watermark reaches s + close_after.
+        self.close_after = window.size + window.grace
+        self.running_every = aggregate.emit.running_every
+        self.dispatch = _dispatch_values(aggregate)
+        conditions = dict(aggregate.filter)
+        if self.dispatch is not None:
+            del conditions[DISCRIMINATORS[aggregate.family]]  # the dispatch tested it
+        self.match = matcher(conditions)
+        self.key = key_function(aggregate.group_by)
+        self.layout = Layout(
+            aggregate, [path if _flat(path) else getter(path) for path in aggregate.values]
+        )
+        self.new = self.layout.new
+        self.update = self.layout.update
+        self.state_prefix = f"{aggregate.name}#{aggregate.fingerprint()}.{LAYOUT_VERSION}|"
+
+    def pane_start(self, t: int) -> int:
+        return t - (t - self.offset) % self.step
+
+    def first_open(self, watermark: int) -> int:
+        """The earliest window start whose window is still open at `watermark`."""
+        start = self.pane_start(watermark - self.close_after)
+        return start + self.step
+
+    def labels(self, key: Any) -> dict[str, Any]:
+        fields = self.group_by
+        if not fields:
+            return {}
+        if len(fields) == 1:
+            return {fields[0]: key}
+        return dict(zip(fields, key, strict=True))
+
+    def key_values(self, key: Any) -> list[Any]:
+        if not self.group_by:
+            return []
+        return [key] if len(self.group_by) == 1 else list(key)
+
+    def key_from_values(self, values: list[Any]) -> Any:
+        if not self.group_by:
+            return None
+        return values[0] if len(self.group_by) == 1 else tuple(values)

@@ -1,0 +1,199 @@
+"""The Faust application, built from the one settings object.
+
+Faust hosts the stages: the worker process, its signals and shutdown, the web server
+(`/metrics`, `/health`) and Kafka security settings. The stages themselves consume in
+batches (streams.worker.stages.base explains why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from prometheus_client import generate_latest
+
+from models.rules import default_rules, load_rules
+from sinks.alertmanager import AlertmanagerSink, AlertmanagerTarget
+from sinks.base import Sink
+from sinks.timeseries import LineProtocolSink
+from sinks.webhook import WebhookSink, WebhookTarget
+from streams.core.windows import default_aggregates, load_aggregates
+from streams.worker.kafka import ssl_context
+from streams.worker.metrics import (
+    AlertCollector,
+    LagCollector,
+    LatestCollector,
+    Metrics,
+    SinkCollector,
+)
+from streams.worker.settings import KafkaSettings, Settings
+from streams.worker.stages.base import BatchStage
+from streams.worker.stages.cases import CaseStage
+from streams.worker.stages.ingest import IngestStage
+from streams.worker.stages.rules import RuleRouter, RuleStage
+from streams.worker.stages.sinks import SinkStage
+from streams.worker.stages.windows import WindowStage
+
+__all__ = ["IocApp", "SinkConfigError", "configured_sinks", "create_app"]
+
+log = logging.getLogger(__name__)
+
+# Prometheus text format 0.0.4; aiohttp refuses a charset inside content_type.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+class IocApp(faust.App):
+    """A Faust app that carries the settings, metrics and stages it was built with."""
+
+    settings: Settings
+    metrics: Metrics
+    stages: list[BatchStage]
+
+
+def _credentials(kafka: KafkaSettings) -> Any:
+    context = ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        assert kafka.sasl_password is not None  # checked by KafkaSettings
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
+    kafka = settings.kafka
+    app = IocApp(
+        settings.app_id,
+        broker=[f"ioc://{server.strip()}" for server in kafka.bootstrap.split(",")],
+        broker_credentials=_credentials(kafka),
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_commit_interval=kafka.commit_interval_s,
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        datadir=str(settings.data_dir),
+        web_host=settings.web.host,
+        web_port=settings.web.port,
+        web_in_thread=False,
+        autodiscover=False,
+    )
+    app.settings = settings
+    app.metrics = metrics if metrics is not None else Metrics()
+    path = settings.windows.aggregates
+    aggregates = load_aggregates(path) if path is not None else default_aggregates()
+    rules_path = settings.rules.rules
+    rules = load_rules(rules_path, aggregates) if rules_path else default_rules(aggregates)
+    if rules_path is None and path is not None:
+        left_out = {rule.name for rule in default_rules()} - {rule.name for rule in rules}
+        if left_out:
+            log.warning(
+                "default rules on aggregates not in %s left out: %s",
+                path,
+                ", ".join(sorted(left_out)),
+            )
+    window_stage = WindowStage(settings, app.metrics, aggregates, on_crash=app.crash)
+    rule_stage = RuleStage(settings, app.metrics, rules, aggregates, on_crash=app.crash)
+    app.stages = [
+        IngestStage(settings, app.metrics, on_crash=app.crash),
+        window_stage,
+        CaseStage(settings, app.metrics, on_crash=app.crash),
+        RuleRouter(settings, app.metrics, rules, aggregates, on_crash=app.crash),
+        rule_stage,
+    ]
+    sink_stages = [
+        SinkStage(settings, app.metrics, sink, on_crash=app.crash)
+        for sink in configured_sinks(settings)
+    ]
+    app.stages += sink_stages
+    # Read at scrape time: state the stages hold anyway, nothing counted per record.
+    registry = app.metrics.registry
+    registry.register(SinkCollector(lambda: [stage.sink for stage in sink_stages]))
+    registry.register(LagCollector(lambda: app.stages))
+    registry.register(AlertCollector(lambda: [rule_stage]))
+    registry.register(LatestCollector(window_stage.latest))
+
+    @app.task
+    async def start_stages() -> None:
+        # Runtime dependencies start now and stop with the app; stopping a stage
+        # writes its last checkpoint. Each joins its own consumer group: together, not
+        # one after the other, so the worker is ready after one join, not three.
+        await asyncio.gather(*(app.add_runtime_dependency(stage) for stage in app.stages))
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(app.metrics.registry), content_type=METRICS_CONTENT_TYPE)
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        """200 once every stage has joined its consumer group and runs, else 503."""
+        stages = {
+            stage.title: "crashed" if stage.crashed else "ok" if stage.joined else "starting"
+            for stage in app.stages
+        }
+        ready = all(state == "ok" for state in stages.values())
+        return web.json(
+            {"status": "ok" if ready else "unavailable", "stages": stages},
+            status=200 if ready else 503,
+        )
+
+    @app.page("/sinks")
+    async def sinks_page(web: Any, request: Any) -> Any:
+        """Each sink's state, last error and counts, as JSON (no secrets)."""
+        return web.json({stage.sink.name: sink_status(stage.sink) for stage in sink_stages})
+
+    return app
+
+
+class SinkConfigError(ValueError):
+    """A sink section of the settings that cannot work."""
+
+
+def configured_sinks(settings: Settings) -> list[Sink]:
+    """A sink per configured section of `IOC_SINKS__…`; raises SinkConfigError on a
+    configuration that cannot work."""
+    try:
+        return _sinks(settings)
+    except ValueError as exc:
+        raise SinkConfigError(str(exc)) from exc
+
+
+def _sinks(settings: Settings) -> list[Sink]:
+    config = settings.sinks
+    sinks: list[Sink] = []
+    if config.timeseries is not None:
+        sinks.append(LineProtocolSink(config.timeseries))
+    if (am := config.alertmanager) is not None:
+        target = AlertmanagerTarget(
+            url=am.url, username=am.username,
+            password=am.password.get_secret_value() if am.password else None,
+            bearer_token=am.bearer_token.get_secret_value() if am.bearer_token else None,
+            resend_s=am.resend_s, resolved_resend_s=am.resolved_resend_s,
+            generator_url=am.generator_url, restore_lookback_s=am.restore_lookback_s,
+        )  # fmt: skip
+        target.check()
+        sinks.append(AlertmanagerSink(target))
+    if (hook := config.webhook) is not None:
+        secret = hook.secret.get_secret_value()
+        targets = [WebhookTarget(url=url, secret=secret) for url in hook.urls]
+        for webhook_target in targets:
+            webhook_target.check()
+        sinks.append(WebhookSink(targets))
+    return sinks
+
+
+def sink_status(sink: Sink) -> dict[str, Any]:
+    status = sink.status
+    return {
+        "topic": sink.topic, "state": status.state, "last_error": status.last_error,
+        "queued": status.queued, "written": status.written, "retries": status.retries,
+        "rejected": status.rejected, **status.extra,
+    }  # fmt: skip

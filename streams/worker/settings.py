@@ -1,0 +1,197 @@
+"""The one settings object. Nothing else in the project reads the environment.
+
+Priority: arguments > environment (`IOC_` prefix, nested with `__`, e.g.
+`IOC_KAFKA__BOOTSTRAP=broker:9092`) > `.env` file > defaults. Build it once at
+start-up with `Settings()` and pass it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sinks.timeseries import SinkTarget
+
+__all__ = [
+    "BrokerSettings",
+    "CasesSettings",
+    "IngestSettings",
+    "KafkaSettings",
+    "RulesSettings",
+    "Settings",
+    "SinksSettings",
+    "WebSettings",
+    "WindowSettings",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+    # Group join and rebalance pause for about half the session timeout; Faust's 60 s
+    # default means a 30 s wait at every start (measured, see docs/BROKERS.md).
+    session_timeout_s: float = Field(10.0, gt=0)
+    heartbeat_interval_s: float = Field(3.0, gt=0)
+    # Faust hard-codes 1.5 s and some brokers hold every fetch for the full wait.
+    fetch_max_wait_ms: int = Field(50, ge=0, le=30_000)
+    commit_interval_s: float = Field(1.0, gt=0)
+    # Without a linger the producer sends about one request per record, which costs
+    # more CPU than validating the record (measured: ingest ~2.2k → ~3k messages/s).
+    linger_ms: int = Field(5, ge=0, le=1000)
+    max_batch_bytes: int = Field(262_144, ge=1024)
+    max_poll_records: int = Field(5000, ge=1, description="Records a stage takes per fetch.")
+    partitions: int = Field(4, ge=1, description="Partitions for topics the processor creates.")
+    replication_factor: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(f"{self.security_protocol} needs sasl_username and sasl_password")
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ValueError("heartbeat_interval_s must be at most a third of session_timeout_s")
+        return self
+
+
+class IngestSettings(_Section):
+    max_message_bytes: int = Field(1_000_000, gt=0, description="Larger messages: `too_large`.")
+    max_future_s: float = Field(300.0, ge=0, description="Tolerated clock skew of event times.")
+    dedup_horizon_s: float = Field(3600.0, ge=0, description="How long an event id is remembered.")
+    dedup_max_ids: int = Field(200_000, ge=0, description="Bound on remembered ids per family.")
+
+
+class WindowSettings(_Section):
+    aggregates: Path | None = Field(
+        None, description="Aggregates YAML file; the default pack when unset."
+    )
+    allowed_lateness_s: float = Field(
+        5.0, ge=0, description="Watermark = highest event time seen − this, per partition."
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, description="After this long without events, wall clock moves a watermark."
+    )
+    # RocksDB is a spill area for state larger than RAM, rebuilt from the changelog on
+    # every assignment; the changelog stays the only truth (streams.core.windows.store).
+    store: Literal["memory", "rocksdb"] = Field(
+        "memory", description="Where open windows' accumulators live: RAM, or RocksDB on disk."
+    )
+    store_cache_panes: int = Field(
+        100_000, ge=1, description="rocksdb: accumulators kept in RAM per input partition."
+    )
+
+
+class CasesSettings(_Section):
+    # At least a second: the stage looks at the clock about once a second.
+    emit_every_s: float = Field(
+        60.0, ge=1, description="How often each partition's case backlog is reported."
+    )
+    near_due_s: float = Field(
+        86_400.0, ge=0, description="A case due within this long (and not overdue) is near due."
+    )
+    # Remembering a closed case stops a late, older event from reopening it for good;
+    # the price is memory for every case closed within the horizon.
+    closed_ttl_s: float = Field(
+        86_400.0, ge=0, description="How long a closed case is remembered after it closed."
+    )
+
+
+class RulesSettings(_Section):
+    rules: Path | None = Field(
+        None, description="Alert rules YAML file; the default pack when unset."
+    )
+    allowed_lateness_s: float = Field(
+        10.0, ge=0, description="Rule inputs may arrive this much out of event-time order."
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0,
+        description="After this much wall-clock silence a rule partition's event time "
+        "runs on with the wall clock (absences, windows sliding).",
+    )  # fmt: skip
+
+
+class AlertmanagerSettings(_Section):
+    url: str = Field(description="Alertmanager's base URL, e.g. http://127.0.0.1:9093.")
+    username: str | None = Field(None, description="Basic auth user, with `password`.")
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = Field(None, description="Instead of basic auth.")
+    resend_s: float = Field(
+        60.0, gt=0, description="Firing alerts are re-sent this often (valid for 3×)."
+    )
+    resolved_resend_s: float = Field(
+        300.0, gt=0, description="Resolved alerts are re-sent for this long."
+    )
+    generator_url: str | None = Field(
+        None, description="Link per alert; `{fingerprint}` and `{alertname}` substituted."
+    )
+    restore_lookback_s: float = Field(
+        86_400.0, gt=0,
+        description="On start, alert states are rebuilt from this much of ioc.alerts.",
+    )  # fmt: skip
+
+
+class WebhookSettings(_Section):
+    urls: list[str] = Field(description="Receivers, as a JSON list of http(s) URLs.")
+    secret: SecretStr = Field(description="HMAC-SHA256 signing key shared with the receivers.")
+
+
+class SinksSettings(_Section):
+    """Each sink is on when its section is set (e.g. `IOC_SINKS__TIMESERIES__URL`)."""
+
+    timeseries: SinkTarget | None = None
+    alertmanager: AlertmanagerSettings | None = None
+    webhook: WebhookSettings | None = None
+
+
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(6066, ge=0, le=65535)
+
+
+class BrokerSettings(_Section):
+    """The local broker of `ioc broker` and `ioc demo`: the embedded Tansu (memory only)
+    or a single-node Apache Kafka (KRaft) from Maven Central jars, for demos and tests."""
+
+    kind: Literal["tansu", "apache"] = "tansu"
+    host: str = "127.0.0.1"
+    port: int = Field(9092, ge=1, le=65535)
+    controller_port: int | None = Field(None, ge=1, le=65535, description="apache only")
+    kafka_version: str = Field("4.4.0", pattern=r"^\d+\.\d+\.\d+$", description="apache only")
+    start_timeout_s: float = Field(90.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IOC_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    app_id: str = Field("ioc-streams", description="Consumer group and internal topic prefix.")
+    data_dir: Path = Field(
+        Path(".ioc-data"), description="Local scratch state: Faust tables, RocksDB window spills."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    kafka: KafkaSettings = KafkaSettings()
+    ingest: IngestSettings = IngestSettings()
+    windows: WindowSettings = WindowSettings()
+    cases: CasesSettings = CasesSettings()
+    rules: RulesSettings = RulesSettings()
+    sinks: SinksSettings = SinksSettings()
+    web: WebSettings = WebSettings()
+    broker: BrokerSettings = BrokerSettings()

@@ -1,0 +1,221 @@
+"""The rule stages: route events and window results to rules, then evaluate them.
+
+Two hops, because a rule's group is rarely the key its events arrive by (brute force
+groups by `source.ip`, malware spreading by file hash, an agency's backlog comes from
+every partition of `case_backlog`):
+
+    ioc.<family>.validated ─┐
+    ioc.aggregates (finals) ┴► RuleRouter ─► <app>-rules-inputs ─► RuleStage ─► ioc.alerts
+                               (stateless)   keyed rule|group    (state per partition)
+
+The router keeps no state: its outputs are flushed before its input offsets are
+committed, like ingest's. The rule stage checkpoints its detectors and lifecycles
+with its input offsets, like the window stage (streams.worker.changelog); its alerts carry
+deterministic identities, so what a crash replays overwrites what was sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import orjson
+from aiokafka import TopicPartition
+
+from models.alerts import Alert
+from models.rules import Rule, aggregate_outputs
+from streams.core.ingest import Rejected, dead_letter
+from streams.core.rules.engine import RuleEngine
+from streams.core.rules.plan import RouteTable, RuleInput
+from streams.core.windows import Aggregate
+from streams.core.windows.plan import EventTimeError
+from streams.worker import topics
+from streams.worker.changelog import replay
+from streams.worker.metrics import Metrics
+from streams.worker.settings import Settings
+from streams.worker.stages.base import BatchStage, ChangelogStage
+from streams.worker.topics import AGGREGATES, ALERTS, FAMILIES, VALIDATED
+
+__all__ = ["RuleRouter", "RuleStage"]
+
+log = logging.getLogger(__name__)
+
+
+def route_table(rules: list[Rule], aggregates: list[Aggregate]) -> RouteTable:
+    outputs = aggregate_outputs(aggregates)
+    return RouteTable(rules, {name: output.group for name, output in outputs.items()})
+
+
+def summing_rules(rules: list[Rule], aggregates: list[Aggregate]) -> set[str]:
+    """Aggregate rules that group by fewer labels than their aggregate: they sum."""
+    outputs = aggregate_outputs(aggregates)
+    return {
+        rule.name
+        for rule in rules
+        if rule.aggregate is not None and set(rule.group_by) != set(outputs[rule.aggregate].group)
+    }
+
+
+class RuleRouter(BatchStage):
+    """Validated events and window finals → the inputs of the rules they feed."""
+
+    name: ClassVar[str] = "rules-route"
+    interleave: ClassVar[bool] = True  # its output mixes its input partitions
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, rules: list[Rule],
+        aggregates: list[Aggregate], **kwargs: Any,
+    ) -> None:  # fmt: skip
+        self.table = route_table(rules, aggregates)
+        self.family = {VALIDATED[family]: family for family in FAMILIES}
+        sources = [VALIDATED[family] for family in FAMILIES if family in self.table.by_family]
+        if self.table.by_aggregate:
+            sources.append(AGGREGATES)
+        super().__init__(settings, metrics, sources, **kwargs)
+        self.inputs_topic = topics.rule_inputs(settings.app_id)
+        self._routed = {rule.name: metrics.rule_inputs.labels(rule.name) for rule in rules}
+
+    async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
+        family = self.family.get(tp.topic)
+        send, inputs_topic = self.outbox.send, self.inputs_topic
+        for record in records:
+            if record.value is None:
+                await self._dead_letter(tp, record, "not a validated record: null value")
+                continue
+            try:
+                value = orjson.loads(record.value)
+                if type(value) is not dict:
+                    raise EventTimeError(f"expected a JSON object, got {type(value).__name__}")
+                if family is not None:
+                    inputs = self.table.event_inputs(family, value)
+                else:
+                    inputs = self.table.aggregate_inputs(value)
+            except (orjson.JSONDecodeError, EventTimeError, KeyError) as exc:
+                # Ingest and the window stage wrote these topics, so only a foreign
+                # producer gets here: reject the record, keep routing the rest.
+                await self._dead_letter(tp, record, f"not a validated record: {exc}")
+                continue
+            for item in inputs:
+                await send(inputs_topic, item.key, item.to_json())
+                self._routed[item.rule].inc()
+
+    async def _dead_letter(self, tp: TopicPartition, record: Any, reason: str) -> None:
+        letter = dead_letter(
+            Rejected(None, record.value or b"", "schema", reason),
+            family=self.family.get(tp.topic, "aggregates"), topic=tp.topic,
+            partition=tp.partition, offset=record.offset, key=record.key, now=datetime.now(UTC),
+        )  # fmt: skip
+        await self.send_dead_letter(record.key, letter, "schema")
+
+
+class RuleStage(ChangelogStage):
+    """Rule inputs → detectors → alert lifecycles → `ioc.alerts`, per partition."""
+
+    name: ClassVar[str] = "rules"
+    linger_ms: ClassVar[int | None] = 0  # alerts are few and urgent: no batching delay
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, rules: list[Rule],
+        aggregates: list[Aggregate], **kwargs: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(settings, metrics, [topics.rule_inputs(settings.app_id)], **kwargs)
+        self.rules = rules
+        self.summing = summing_rules(rules, aggregates)
+        outputs = aggregate_outputs(aggregates)
+        #: rule → the family it reads (an aggregate rule: its aggregate's), for /metrics
+        self.families = {
+            rule.name: rule.family or (outputs[rule.aggregate].family if rule.aggregate else "")
+            for rule in rules
+        }
+        self.engines: dict[TopicPartition, RuleEngine] = {}
+        self._stale: dict[TopicPartition, list[str]] = {}
+
+    def _engine(self) -> RuleEngine:
+        config = self.settings.rules
+        return RuleEngine(
+            self.rules, self.summing,
+            allowed_lateness_ms=int(config.allowed_lateness_s * 1000),
+            idle_timeout_ms=int(config.idle_timeout_s * 1000),
+        )  # fmt: skip
+
+    async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
+        engine = self.engines[tp]
+        for record in records:
+            try:
+                item = RuleInput.from_json(record.value)
+                alerts = engine.process(item, now_ms)
+            except (ValueError, TypeError, KeyError) as exc:
+                # The router wrote this topic: only a foreign producer or a rule
+                # removed since the input was routed gets here.
+                await self._dead_letter(tp, record, f"not a rule input: {exc!r}")
+                continue
+            if alerts:
+                await self._emit(alerts, record.timestamp)
+
+    async def tick(self, now_ms: int) -> None:
+        consumer = self.consumer
+        for tp, engine in self.engines.items():
+            highwater = consumer.highwater(tp)
+            if highwater is None or self.positions.get(tp, -1) < highwater:
+                engine.keep_alive(now_ms)  # still reading: not idle
+            alerts = engine.advance(now_ms)
+            if alerts:
+                await self._emit(alerts, None)
+
+    def firing(self) -> dict[tuple[str, str, str], int]:
+        """(rule, family, severity) → groups firing in this worker's partitions, read
+        from the lifecycles at scrape time; each rule at its own severity is there with
+        0 when nothing fires (streams.worker.metrics.AlertCollector)."""
+        counts: dict[tuple[str, str, str], int] = {
+            (rule.name, self.families[rule.name], rule.severity): 0 for rule in self.rules
+        }
+        for engine in list(self.engines.values()):
+            for name, evaluator in engine.evaluators.items():
+                family = self.families.get(name, "")
+                for severity, n in evaluator.lifecycle.firing_by_severity().items():
+                    key = (name, family, severity)
+                    counts[key] = counts.get(key, 0) + n
+        return counts
+
+    async def _emit(self, alerts: list[Alert], input_timestamp_ms: int | None) -> None:
+        for alert in alerts:
+            await self.outbox.send(ALERTS, alert.fingerprint.encode(), alert.to_json())
+            self.metrics.alerts.labels(alert.rule, alert.state).inc()
+            if input_timestamp_ms is not None and alert.state == "firing":
+                latency = time.time() - input_timestamp_ms / 1000
+                self.metrics.alert_latency.observe(max(latency, 0.0))
+
+    def state_records(
+        self, tp: TopicPartition, position: int
+    ) -> list[tuple[str, int, bytes, bytes | None]]:
+        engine = self.engines.get(tp)
+        if engine is None:
+            return []
+        dirty: list[tuple[str, bytes | None]] = [(key, None) for key in self._stale.pop(tp, [])]
+        dirty += engine.take_dirty()
+        return self.changelog_records(tp, dirty, position)
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            recovered = replay(tp.topic, await self.read_changelog(tp.partition))
+            engine = self.engines[tp] = self._engine()
+            self._stale[tp] = engine.restore(recovered.items.items())
+            engine.keep_alive(int(time.time() * 1000))
+            self.resume(tp, recovered)
+        log.info("rules: recovered %d partitions from %s", len(assigned), self.changelog)
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        await super().on_revoked(revoked)
+        for tp in revoked:
+            self.engines.pop(tp, None)
+            self._stale.pop(tp, None)
+
+    async def _dead_letter(self, tp: TopicPartition, record: Any, reason: str) -> None:
+        letter = dead_letter(
+            Rejected(None, record.value or b"", "schema", reason), family="rules",
+            topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
+            now=datetime.now(UTC),
+        )  # fmt: skip
+        await self.send_dead_letter(record.key, letter, "schema")

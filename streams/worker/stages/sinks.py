@@ -1,0 +1,216 @@
+"""A sink stage: one sink's topic, read in batches, written out, committed after the
+sink acknowledged (sinks/base.py has the calls and their order).
+
+One consumer group per sink (`<app>-sink-<name>`), so a sink that is down holds back
+only its own offsets: Kafka is its buffer, the other stages and sinks go on. While
+the sink retries, the stage's checkpoint waits in `flush`; nothing is committed that
+the server has not acknowledged, and a crash replays the unacknowledged batch, which
+sinks write idempotently. A record the server refuses for good goes to
+`ioc.deadletter` with the server's answer, as does a record that is not JSON.
+
+A sink that keeps state across records (Alertmanager: the alerts it keeps alive) is
+`Restorable`: before the first batch of newly assigned partitions, the stage reads
+its topic back over the sink's look-back, up to the group's committed offsets (what
+comes after is the stage's own to read), and hands the records to `restore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from sinks.base import Sink, SinkRecord
+from streams.core.ingest import Rejected, dead_letter
+from streams.worker.metrics import Metrics
+from streams.worker.settings import Settings
+from streams.worker.stages.base import BatchStage
+
+__all__ = ["Restorable", "SinkStage", "read_back"]
+
+log = logging.getLogger(__name__)
+
+#: How long a stopping worker waits for a sink's last flush before it gives up on it
+#: (the batch is then not committed, and is written again after the restart).
+STOP_FLUSH_TIMEOUT_S = 10.0
+#: Empty fetches in a row after which reading back a partition gives up short of its end.
+READ_BACK_IDLE_ROUNDS = 25
+
+
+@runtime_checkable
+class Restorable(Protocol):
+    """A sink that rebuilds its state from its topic's records before the committed
+    offsets (an optional capability beside `Sink`)."""
+
+    @property
+    def lookback_ms(self) -> int:
+        """How far back, by record timestamp, the records are read."""
+        ...
+
+    def restore(self, records: Iterable[tuple[SinkRecord, int]]) -> int:
+        """Take `(record, record timestamp ms)` pairs in offset order per partition."""
+        ...
+
+
+class SinkStage(BatchStage):
+    """Drives one sink over its topic."""
+
+    name: ClassVar[str] = "sink"
+
+    def __init__(self, settings: Settings, metrics: Metrics, sink: Sink, **kwargs: Any) -> None:
+        super().__init__(settings, metrics, [sink.topic], **kwargs)
+        self.sink = sink
+
+    @property
+    def title(self) -> str:
+        return f"sink-{self.sink.name}"
+
+    async def on_start(self) -> None:
+        await self.sink.open()
+        await super().on_start()
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        sink = self.sink
+        if not isinstance(sink, Restorable) or not assigned:
+            return
+        ends: dict[TopicPartition, int] = {}
+        for tp in assigned:
+            committed = await self.consumer.committed(tp)
+            if committed:  # None: never committed, the stage reads it from the start
+                ends[tp] = committed
+        if not ends:
+            return
+        since_ms = int(time.time() * 1000) - sink.lookback_ms
+        records = await read_back(self.options, ends, since_ms)
+        pairs = [
+            (SinkRecord(tp.topic, tp.partition, r.offset, r.key, r.value, decoded), r.timestamp)
+            for tp, partition_records in records.items()
+            for r in partition_records
+            if (decoded := _decoded(r.value)[0]) is not None
+        ]
+        sink.restore(pairs)
+        log.info(
+            "sink %s: read back %d records of %d partitions to restore its state",
+            sink.name, sum(map(len, records.values())), len(ends),
+        )  # fmt: skip
+
+    async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
+        batch: list[SinkRecord] = []
+        for record in records:
+            decoded, reason = _decoded(record.value)
+            if decoded is None:
+                await self._dead_letter(record, tp, reason)
+                continue
+            batch.append(
+                SinkRecord(tp.topic, tp.partition, record.offset, record.key, record.value, decoded)
+            )
+        if batch:
+            await self.sink.write(batch)
+
+    async def tick(self, now_ms: int) -> None:
+        await self.sink.tick(now_ms)
+
+    async def before_commit(self) -> None:
+        for rejection in await self.sink.flush():
+            record = rejection.record
+            letter = dead_letter(
+                Rejected(None, record.value, "sink", f"{self.sink.name}: {rejection.reason}"),
+                family=self.title, topic=record.topic, partition=record.partition,
+                offset=record.offset, key=record.key, now=datetime.now(UTC),
+            )  # fmt: skip
+            await self.send_dead_letter(record.key, letter, "sink")
+
+    async def on_stop(self) -> None:
+        try:
+            await asyncio.wait_for(super().on_stop(), STOP_FLUSH_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "sink %s: not acknowledged within %.0f s of stopping; the last batch is "
+                "not committed and will be written again", self.sink.name, STOP_FLUSH_TIMEOUT_S,
+            )  # fmt: skip
+        finally:
+            self.sink.status.state = "stopped"
+            await self.sink.close()
+
+    async def _dead_letter(self, record: Any, tp: TopicPartition, reason: str) -> None:
+        letter = dead_letter(
+            Rejected(None, record.value or b"", "schema", reason), family=self.title,
+            topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
+            now=datetime.now(UTC),
+        )  # fmt: skip
+        await self.send_dead_letter(record.key, letter, "schema")
+
+
+def _decoded(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
+    """The record's JSON object, or None and why not."""
+    try:
+        decoded = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError as exc:
+        return None, f"not JSON: {exc}"
+    if type(decoded) is not dict:
+        return None, "not a JSON object"
+    return decoded, ""
+
+
+async def read_back(
+    options: dict[str, Any], ends: dict[TopicPartition, int], since_ms: int
+) -> dict[TopicPartition, list[Any]]:
+    """The records of each partition from the first with a timestamp at or after
+    `since_ms` (`offsets_for_times`; from the beginning if the broker cannot answer)
+    up to, not including, its end offset in `ends`. A partition also ends at the high
+    watermark of the fetch responses (not ListOffsets, which Tansu answers wrongly:
+    docs/BROKERS.md), e.g. when the log was lost under a committed offset."""
+    consumer = AIOKafkaConsumer(
+        **options,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        isolation_level="read_uncommitted",
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(ends))
+        remaining = set(ends)
+        try:
+            starts = await consumer.offsets_for_times(dict.fromkeys(ends, since_ms))
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("offsets_for_times failed (%r): reading back from the beginning", exc)
+            await consumer.seek_to_beginning(*ends)
+        else:
+            for tp in ends:
+                found = starts.get(tp)
+                if found is None:  # no record at or after `since_ms`: nothing to read
+                    remaining.discard(tp)
+                else:
+                    consumer.seek(tp, found.offset)
+        records: dict[TopicPartition, list[Any]] = {tp: [] for tp in ends}
+        idle = dict.fromkeys(remaining, 0)
+        while remaining:
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+            if not remaining:
+                break
+            batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=10_000)
+            for tp in list(remaining):
+                fetched = batches.get(tp, [])
+                records[tp] += [r for r in fetched if r.offset < ends[tp]]
+                idle[tp] = 0 if fetched else idle[tp] + 1
+                highwater = consumer.highwater(tp)
+                position = await consumer.position(tp)
+                if position >= ends[tp] or (highwater is not None and position >= highwater):
+                    remaining.discard(tp)
+                elif idle[tp] >= READ_BACK_IDLE_ROUNDS:
+                    log.warning(
+                        "reading back %s stopped at %d, short of %d", tp, position, ends[tp]
+                    )
+                    remaining.discard(tp)
+        return records
+    finally:
+        await consumer.stop()

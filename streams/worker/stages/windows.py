@@ -1,0 +1,191 @@
+"""The window stage: validated events → `ioc.aggregates`, state in a changelog.
+
+Per input partition the pure `WindowEngine` keeps open windows and the watermark;
+at each checkpoint the windows that changed go to the changelog together with the
+input offset (streams.worker.changelog), before the offsets are committed. On assignment
+a partition's state is rebuilt from the changelog and reading resumes at the offset
+stored with it, so state and position always agree.
+
+When the pack has `air_station_1h`, the hourly VN_AQI per station (`aqi_station_1h`)
+is derived from its finals by `HourlyAqi` (streams.core.windows.hourly_aqi), per input partition
+like the engine; its history is checkpointed in the same changelog records (keys
+`aqi|…`), so it always matches the engine state it was derived with.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import orjson
+from aiokafka import TopicPartition
+
+from models.aggregates import Aggregate
+from streams.core.ingest import Rejected, dead_letter
+from streams.core.windows import EventTimeError, HourlyAqi, LateEvent, WindowEngine, WindowResult
+from streams.core.windows.store import pane_stores
+from streams.worker.changelog import replay
+from streams.worker.metrics import LatestFinals, Metrics
+from streams.worker.settings import Settings
+from streams.worker.stages.base import ChangelogStage
+from streams.worker.topics import AGGREGATES, FAMILIES, VALIDATED
+
+__all__ = ["WindowStage"]
+
+log = logging.getLogger(__name__)
+
+
+def _name(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+class WindowStage(ChangelogStage):
+    """Runs one window engine per family over `ioc.<family>.validated`."""
+
+    name: ClassVar[str] = "windows"
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, aggregates: list[Aggregate], **kwargs: Any
+    ) -> None:
+        windows = settings.windows
+        by_family: dict[str, list[Aggregate]] = defaultdict(list)
+        for aggregate in aggregates:
+            by_family[aggregate.family].append(aggregate)
+        store = self.store = pane_stores(settings)  # None: accumulators in RAM
+        self.engines = {
+            VALIDATED[family]: WindowEngine(
+                by_family[family],
+                allowed_lateness_ms=int(windows.allowed_lateness_s * 1000),
+                idle_timeout_ms=int(windows.idle_timeout_s * 1000),
+                store=store,
+            )
+            for family in FAMILIES
+            if by_family[family]
+        }
+        # Derived per validated topic, from finals of that family's engine only.
+        self.derived: dict[str, HourlyAqi] = {}
+        aqi = HourlyAqi.for_pack(aggregates)
+        if aqi is not None:
+            self.derived[VALIDATED[aqi.family]] = aqi
+        super().__init__(settings, metrics, self.engines, **kwargs)
+        self.family = {VALIDATED[family]: family for family in FAMILIES}
+        #: The latest final per bounded group, for /metrics (`metrics.LatestCollector`).
+        self.latest = LatestFinals()
+
+    async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
+        engine = self.engines[tp.topic]
+        partition = _name(tp)
+        results: list[WindowResult] = []
+        for record in records:
+            if record.value is None:
+                await self._dead_letter(tp, record, "schema", "not a validated event: null value")
+                continue
+            try:
+                event = orjson.loads(record.value)
+                if type(event) is not dict:
+                    raise EventTimeError(f"expected a JSON object, got {type(event).__name__}")
+                outputs = engine.process(partition, event, now_ms)
+            except (orjson.JSONDecodeError, EventTimeError) as exc:
+                # Ingest wrote this topic, so only a foreign producer gets here: reject
+                # the record rather than stop every window of the partition.
+                await self._dead_letter(tp, record, "schema", f"not a validated event: {exc}")
+                continue
+            late: LateEvent | None = None
+            for output in outputs:
+                if type(output) is LateEvent:
+                    late = late or output
+                    self.metrics.late_events.labels(output.aggregate).inc()
+                else:
+                    results.append(output)  # type: ignore[arg-type]
+            if late is not None:  # one dead letter per record, however many windows
+                start = datetime.fromtimestamp(late.window_start / 1000, UTC).isoformat()
+                reason = f"late: the {late.aggregate} window starting at {start} had closed"
+                await self._dead_letter(tp, record, "late", reason)
+        self.metrics.window_events.labels(self.family[tp.topic]).inc(len(records))
+        await self._emit(partition, results)
+        derived = self.derived.get(tp.topic)
+        if derived is not None and results:
+            await self._emit(partition, derived.derive(partition, results))
+
+    async def tick(self, now_ms: int) -> None:
+        # A partition with records still to read is catching up, not idle: its
+        # watermark must not run on with the wall clock past events it has not seen.
+        consumer = self.consumer
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None or self.positions.get(tp, -1) < highwater:
+                self.engines[tp.topic].keep_alive(_name(tp), now_ms)
+        for topic, engine in self.engines.items():
+            derived = self.derived.get(topic)
+            # Per partition: what is derived from a final belongs to its partition's state.
+            for partition, results in engine.advance_partitions(now_ms).items():
+                await self._emit(partition, results)
+                if derived is not None:
+                    await self._emit(partition, derived.derive(partition, results))
+
+    def state_records(
+        self, tp: TopicPartition, position: int
+    ) -> list[tuple[str, int, bytes, bytes | None]]:
+        dirty = self.engines[tp.topic].take_dirty(_name(tp))
+        derived = self.derived.get(tp.topic)
+        if derived is not None:
+            dirty += derived.take_dirty(_name(tp))
+        return self.changelog_records(tp, dirty, position)
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        by_partition: dict[int, list[TopicPartition]] = defaultdict(list)
+        for tp in assigned:
+            by_partition[tp.partition].append(tp)
+        for partition, tps in by_partition.items():
+            # Every validated topic's partition p checkpoints to changelog partition p.
+            records = await self.read_changelog(partition)
+            for tp in tps:
+                recovered = replay(tp.topic, records)
+                items = list(recovered.items.items())
+                derived = self.derived.get(tp.topic)
+                if derived is not None:
+                    # The engine would tombstone keys it does not own as stale.
+                    derived.restore(_name(tp), [i for i in items if derived.owns(i[0])])
+                    items = [i for i in items if not derived.owns(i[0])]
+                self.engines[tp.topic].restore(_name(tp), items)
+                # The idle clock starts again now, not when the last event came in
+                # before a crash or a handover.
+                self.engines[tp.topic].keep_alive(_name(tp), int(time.time() * 1000))
+                self.resume(tp, recovered)
+        log.info("windows: recovered %d partitions from %s", len(assigned), self.changelog)
+
+    async def on_stop(self) -> None:
+        try:
+            await super().on_stop()  # the last checkpoint still reads the engines
+        finally:
+            # RocksDB spills are scratch (the changelog is the state): leave no disk behind.
+            for engine in self.engines.values():
+                engine.close()
+            if self.store is not None:
+                self.store.close()
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        await super().on_revoked(revoked)
+        for tp in revoked:
+            self.engines[tp.topic].drop(_name(tp))
+            if (derived := self.derived.get(tp.topic)) is not None:
+                derived.drop(_name(tp))
+            self.latest.drop(_name(tp))
+
+    async def _emit(self, partition: str, results: list[WindowResult]) -> None:
+        for result in results:
+            await self.outbox.send(AGGREGATES, result.identity.encode(), result.to_json())
+            self.metrics.window_results.labels(result.aggregate, str(result.final)).inc()
+            if result.final:
+                self.latest.update(partition, result)
+
+    async def _dead_letter(self, tp: TopicPartition, record: Any, error: str, reason: str) -> None:
+        letter = dead_letter(
+            Rejected(None, record.value or b"", error, reason), family=self.family[tp.topic],
+            topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
+            now=datetime.now(UTC),
+        )  # fmt: skip
+        await self.send_dead_letter(record.key, letter, error)

@@ -1,0 +1,128 @@
+"""The sink stage around a sink, with an in-memory outbox and consumer: no broker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import TopicPartition
+
+from models.deadletter import DeadLetter
+from sinks.base import Rejection, SinkRecord, SinkStatus
+from streams.worker.metrics import Metrics, SinkCollector
+from streams.worker.outbox import MemoryOutbox
+from streams.worker.settings import Settings
+from streams.worker.stages.sinks import SinkStage
+from streams.worker.topics import AGGREGATES, DEADLETTER
+
+TP = TopicPartition(AGGREGATES, 0)
+
+
+@dataclass
+class Record:
+    value: bytes | None
+    offset: int
+    key: bytes | None = b"k"
+
+
+@dataclass
+class FakeSink:
+    """Takes what it is given; refuses records whose value says so."""
+
+    name: str = "fake"
+    topic: str = AGGREGATES
+    status: SinkStatus = field(default_factory=SinkStatus)
+    taken: list[SinkRecord] = field(default_factory=list)
+    acknowledged: list[SinkRecord] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+
+    async def open(self) -> None:
+        self.calls.append("open")
+
+    async def write(self, records: list[SinkRecord]) -> None:
+        self.taken += records
+        self.status.queued = len(self.taken)
+
+    async def flush(self) -> list[Rejection]:
+        self.calls.append("flush")
+        refused = [r for r in self.taken if r.decoded.get("refuse")]
+        self.acknowledged += [r for r in self.taken if not r.decoded.get("refuse")]
+        self.status.written, self.status.rejected = len(self.acknowledged), len(refused)
+        self.status.state, self.status.queued, self.taken = "up", 0, []
+        return [Rejection(r, "400 Bad Request: field type conflict") for r in refused]
+
+    async def tick(self, now_ms: int) -> None:
+        self.calls.append("tick")
+
+    async def close(self) -> None:
+        self.calls.append("close")
+
+
+class Consumer:
+    def __init__(self) -> None:
+        self.committed: dict[TopicPartition, int] = {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committed.update(offsets)
+
+
+def stage(sink: FakeSink) -> SinkStage:
+    made = SinkStage(Settings(_env_file=None), Metrics(), sink)
+    made._outbox = MemoryOutbox()  # type: ignore[assignment]
+    made._consumer = Consumer()  # type: ignore[assignment]
+    return made
+
+
+async def test_offsets_are_committed_after_the_sink_acknowledged():
+    sink = FakeSink()
+    made = stage(sink)
+    assert (made.group, made.title) == ("ioc-streams-sink-fake", "sink-fake")
+    records = [Record(orjson.dumps({"n": n}), n) for n in range(3)]
+    await made.handle(TP, records, 0)
+    made.positions[TP] = 3
+    assert sink.acknowledged == [] and made.consumer.committed == {}  # type: ignore[attr-defined]
+    await made.checkpoint()
+    assert [r.decoded["n"] for r in sink.acknowledged] == [0, 1, 2]
+    assert made.consumer.committed == {TP: 3}  # type: ignore[attr-defined]
+
+
+async def test_refused_and_undecodable_records_are_dead_lettered_with_the_answer():
+    sink = FakeSink()
+    made = stage(sink)
+    records = [
+        Record(orjson.dumps({"n": 0}), 0),
+        Record(orjson.dumps({"n": 1, "refuse": True}), 1),
+        Record(b"{not json", 2),
+        Record(None, 3),
+    ]  # type: ignore[call-arg]
+    await made.handle(TP, records, 0)
+    made.positions[TP] = 4
+    await made.checkpoint()
+    outbox: MemoryOutbox = made.outbox  # type: ignore[assignment]
+    letters = {
+        (letter := DeadLetter.model_validate_json(value)).offset: letter
+        for _, value in outbox.on(DEADLETTER)
+    }
+    assert sorted(letters) == [1, 2, 3]
+    assert letters[1].error == "sink"
+    assert letters[1].reason == "fake: 400 Bad Request: field type conflict"
+    assert letters[1].original() == records[1].value
+    assert letters[2].error == "schema" and letters[2].reason.startswith("not JSON")
+    assert made.consumer.committed == {TP: 4}  # type: ignore[attr-defined]
+
+
+async def test_status_is_scraped_from_the_sinks():
+    sink = FakeSink()
+    metrics = Metrics()
+    metrics.registry.register(SinkCollector(lambda: [sink]))
+    made = stage(sink)
+    await made.handle(TP, [Record(orjson.dumps({"n": 0}), 0)], 0)
+
+    def sample(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"sink": "fake"})
+
+    assert (sample("ioc_sink_up"), sample("ioc_sink_queued_records")) == (0.0, 1.0)
+    made.positions[TP] = 1
+    await made.checkpoint()
+    assert sample("ioc_sink_up") == 1.0
+    assert sample("ioc_sink_written_records_total") == 1.0
