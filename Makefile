@@ -33,6 +33,7 @@ system-deps:
 	    victoria-metrics prometheus-alertmanager; }
 
 test: $(BIN)/.installed system-deps
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 unit: $(BIN)/.installed
@@ -45,6 +46,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .ioc-data .pytest_cache .mypy_cache .ruff_cache

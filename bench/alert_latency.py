@@ -55,8 +55,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.devtools.brokers import local_broker
-from streams.devtools.demo import read_metrics
 from streams.devtools.processes import free_port, spawn, stop
+from streams.devtools.scrape import read_metrics
 from streams.worker import topics
 from streams.worker.settings import BrokerSettings
 from streams.worker.topics import ALERTS, SOURCE, VALIDATED

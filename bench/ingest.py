@@ -24,8 +24,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from streams.devtools.brokers import EmbeddedBroker
-from streams.devtools.demo import read_metrics, total
 from streams.devtools.processes import free_port, spawn, stop
+from streams.devtools.scrape import read_metrics, total
 from streams.devtools.simulate import Simulation
 from streams.worker.kafka import ensure_topics
 from streams.worker.settings import KafkaSettings

@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 
 from sinks.base import SinkRecord
-from sinks.timeseries import LineProtocolSink, SinkTarget
-from tests.integration.victoriametrics import VictoriaMetrics
+from sinks.timeseries import LineProtocolSink, TimeseriesConfig
+from streams.devtools.servers import LocalVictoriaMetrics
 
 STATIONS = 1000
 T0 = (int(time.time() * 1000) - 48 * 3_600_000) // 3_600_000 * 3_600_000
@@ -55,7 +55,7 @@ def record(i: int) -> SinkRecord:
 
 async def run(url: str, records: int, batch_lines: int, kafka_batch: int) -> None:
     data = [record(i) for i in range(records)]
-    sink = LineProtocolSink(SinkTarget(url=url, batch_lines=batch_lines))
+    sink = LineProtocolSink(TimeseriesConfig(url=url, batch_lines=batch_lines))
     await sink.open()
     started = time.perf_counter()
     for i in range(0, records, kafka_batch):
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--kafka-batch", type=int, default=5000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
-        server = VictoriaMetrics(Path(directory)).start()
+        server = LocalVictoriaMetrics(Path(directory), search_cache=False).start()
         try:
             asyncio.run(run(server.url, args.records, args.batch_lines, args.kafka_batch))
             server.force_flush()

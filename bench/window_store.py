@@ -29,7 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from models.aggregates import Aggregate, rfc3339
+from models.aggregates import Aggregate
+from models.timefmt import rfc3339
 from streams.core.windows import WindowEngine
 from streams.core.windows.store import RocksStores
 

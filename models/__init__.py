@@ -1,71 +1,17 @@
-"""Event, dead-letter and (later) aggregate, alert and rule models.
+"""The contracts: event, dead-letter, aggregate, window-result, alert and rule models.
 
-One module per event family; `FAMILIES` gives the stage code one way in to each.
+One module per event family (models.city, models.services, models.security);
+`FAMILIES` (models.families) gives the stage code one way in to each. Declarations
+are data: models.aggregates and models.rules with their loaders, models.derived for
+the aggregates the engine derives itself. models.errors draws the exception tree.
+Nothing here imports a stage, a sink or a Kafka client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Any, Protocol, Union
-
-from pydantic import BaseModel, Field, TypeAdapter
-
-from models import city, security, services
 from models.common import validation_context
 from models.deadletter import DeadLetter
 from models.errors import InvalidEvent
+from models.families import FAMILIES, Event, EventFamily
 
 __all__ = ["FAMILIES", "DeadLetter", "Event", "EventFamily", "InvalidEvent", "validation_context"]
-
-
-class Event(Protocol):
-    """What every validated event offers the stages."""
-
-    @property
-    def event_time(self) -> datetime: ...
-
-    def model_dump_json(self, **kwargs: Any) -> str: ...
-
-
-@dataclass(frozen=True)
-class EventFamily:
-    name: str
-    parse: Callable[[Any, dict[str, Any]], Any]
-    entity_key: Callable[[Any], str | None]
-    event_id: Callable[[Any], str | None]
-    models: tuple[type[BaseModel], ...]
-
-    def json_schema(self) -> dict[str, Any]:
-        """JSON Schema of the keyValues/nested form integrators send."""
-        if len(self.models) == 1:
-            schema = self.models[0].model_json_schema(by_alias=True)
-        else:
-            discriminator = "type" if self.name == "city" else "kind"
-            union = Annotated[Union[self.models], Field(discriminator=discriminator)]  # type: ignore[name-defined]  # noqa: UP007
-            schema = TypeAdapter(union).json_schema(by_alias=True)
-        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        schema["title"] = f"ioc-streams {self.name} event (wire contract v1)"
-        return schema
-
-
-FAMILIES: dict[str, EventFamily] = {
-    "city": EventFamily(
-        "city", city.parse, city.entity_key, city.event_id, tuple(city.MODELS.values())
-    ),
-    "services": EventFamily(
-        "services",
-        services.parse,
-        services.entity_key,
-        services.event_id,
-        tuple(services.MODELS.values()),
-    ),
-    "security": EventFamily(
-        "security",
-        security.parse,
-        security.entity_key,
-        security.event_id,
-        (security.SecurityEvent,),
-    ),
-}

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, get_args
 
 import orjson
 
-from models.aggregates import rfc3339
+from models.timefmt import rfc3339
 
 __all__ = [
     "MAX_EVENT_IDS",

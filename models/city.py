@@ -21,7 +21,7 @@ from models.common import (
     Ratio,
     event_config,
 )
-from models.errors import validate_tagged
+from models.validation import validate_tagged
 
 __all__ = [
     "MODELS",

@@ -1,22 +1,96 @@
-"""Why an event is rejected, in words an integrator can act on.
+"""Every error this project raises on purpose, under one root.
 
-InvalidEvent          one event (or a whole message) breaks the contract
+IocError
+├── ConfigError (ValueError)     a declaration or settings file is invalid; `.problems`
+│   │                            lists every problem, one per line of the message
+│   ├── AggregateConfigError     an aggregates file (models.aggregates)
+│   ├── RuleConfigError          a rules file (models.rulefile)
+│   └── SinkConfigError          a sink section of the settings (streams.worker.app)
+├── ContractError (ValueError)   a record breaks the wire contract: dead-letter it
+│   ├── InvalidEvent             one event (or a whole message) is rejected at ingest
+│   └── EventTimeError           a validated event without a readable event time
+│                                (streams.core.windows.plan)
+├── SinkError                    a sink could not deliver one record
+│   ├── TransientError           no answer (refused, reset, timeout): retry (sinks.http)
+│   └── EncodeError (ValueError) the record cannot be one point (sinks.lineprotocol)
+└── InfrastructureError (RuntimeError)   something outside the code is not working
+    ├── DeliveryFailed           Kafka refused a record a stage produced
+    │                            (streams.worker.stages.base)
+    ├── BrokerError              a local broker did not start or answer
+    │                            (streams.devtools.brokers)
+    └── ServerError              a local server is not installed, did not start or
+                                 did not answer (streams.devtools.servers)
+
+The builtin in brackets is a second base, kept so that `except ValueError` and
+`except RuntimeError` catch what they always caught.
+
+InvalidEvent carries what the dead letter records:
   .error              machine-readable kind: json | schema | too_large | late
   .reason             human-readable, naming the field path:
                       "pm25: value is not a finite number"
+  .field              the path of the first offending field, if any
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
-from pydantic import BaseModel, ValidationError
+__all__ = [
+    "AggregateConfigError",
+    "BrokerError",
+    "ConfigError",
+    "ContractError",
+    "DeliveryFailed",
+    "EncodeError",
+    "EventTimeError",
+    "InfrastructureError",
+    "InvalidEvent",
+    "IocError",
+    "RuleConfigError",
+    "ServerError",
+    "SinkConfigError",
+    "SinkError",
+    "TransientError",
+]
 
-__all__ = ["InvalidEvent", "reason_from", "validate", "validate_tagged"]
+
+class IocError(Exception):
+    """The root: catch it to handle any error of this project's own."""
 
 
-class InvalidEvent(ValueError):
+# -- configuration ---------------------------------------------------------------------
+
+
+class ConfigError(IocError, ValueError):
+    """A declaration file is invalid; the message lists every problem, one per line.
+
+    `problems` is one problem (a string) or a list of them."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class AggregateConfigError(ConfigError):
+    """An aggregates file is invalid; the message lists every problem, one per line."""
+
+
+class RuleConfigError(ConfigError):
+    """A rules file is invalid; the message lists every problem, one per line."""
+
+
+class SinkConfigError(ConfigError):
+    """A sink section of the settings that cannot work."""
+
+
+# -- the wire contract -----------------------------------------------------------------
+
+
+class ContractError(IocError, ValueError):
+    """A record breaks the wire contract: it goes to the dead-letter topic."""
+
+
+class InvalidEvent(ContractError):
     """Raised by the family parsers; the ingest stage turns it into a dead letter."""
 
     def __init__(self, reason: str, *, error: str = "schema", field: str | None = None) -> None:
@@ -26,45 +100,40 @@ class InvalidEvent(ValueError):
         self.field = field
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+class EventTimeError(ContractError):
+    """An event without a readable event time: not something ingest lets through, so
+    the stage should dead-letter it (error `schema`) rather than stop."""
 
 
-def reason_from(exc: ValidationError) -> InvalidEvent:
-    """One line per broken field, the field path first, as integrators read it."""
-    parts = []
-    first_field = None
-    for error in exc.errors(include_url=False, include_context=False):
-        path = _path(error["loc"])
-        message = error["msg"]
-        message = message[:1].lower() + message[1:]
-        parts.append(f"{path}: {message}" if path else message)
-        first_field = first_field or path or None
-    return InvalidEvent("; ".join(parts), field=first_field)
+# -- sinks -----------------------------------------------------------------------------
 
 
-M = TypeVar("M", bound=BaseModel)
+class SinkError(IocError):
+    """A sink could not deliver one record."""
 
 
-def validate(model: type[M], obj: Any, context: dict[str, Any]) -> M:
-    """`model.model_validate`, with a rejection an integrator can read."""
-    if not isinstance(obj, dict):
-        raise InvalidEvent(f"expected a JSON object, got {type(obj).__name__}")
-    try:
-        return model.model_validate(obj, context=context)
-    except ValidationError as exc:
-        raise reason_from(exc) from None
+class TransientError(SinkError):
+    """The request got no answer (connection refused or reset, timeout)."""
 
 
-def validate_tagged(
-    obj: Any, tag: str, models: Mapping[str, type[M]], context: dict[str, Any]
-) -> M:
-    """Validate with the model that the value of field `tag` names."""
-    if not isinstance(obj, dict):
-        raise InvalidEvent(f"expected a JSON object, got {type(obj).__name__}")
-    value = obj.get(tag)
-    model = models.get(value) if isinstance(value, str) else None
-    if model is None:
-        problem = "field required" if value is None else f"unknown {tag} {value!r}"
-        raise InvalidEvent(f"{tag}: {problem}; expected one of {', '.join(models)}", field=tag)
-    return validate(model, obj, context)
+class EncodeError(SinkError, ValueError):
+    """The record cannot be one point (malformed, or a statistic of the wrong type)."""
+
+
+# -- infrastructure --------------------------------------------------------------------
+
+
+class InfrastructureError(IocError, RuntimeError):
+    """Something outside the code (Kafka, a local server) is not working."""
+
+
+class DeliveryFailed(InfrastructureError):
+    """Kafka refused a record the stage produced: a bug or a broker problem, never input."""
+
+
+class BrokerError(InfrastructureError):
+    """The broker did not start or answer; the message says what to check."""
+
+
+class ServerError(InfrastructureError):
+    """A local server is not installed, did not start or did not answer."""

@@ -16,7 +16,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from models.common import EventTime, event_config
-from models.errors import InvalidEvent, validate
+from models.errors import InvalidEvent
+from models.validation import validate
 
 __all__ = ["CATEGORIES", "SecurityEvent", "entity_key", "event_id", "nest_dotted_keys", "parse"]
 

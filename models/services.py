@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, computed_field, model_validator
 
 from models.common import EventTime, NonEmptyStr, Timestamp, event_config
-from models.errors import validate_tagged
+from models.validation import validate_tagged
 
 __all__ = [
     "MODELS",

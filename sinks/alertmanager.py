@@ -1,7 +1,7 @@
 """Alertmanager sink: alert state changes of `ioc.alerts` → `POST /api/v2/alerts`.
 
 Alertmanager keeps no durable state and resolves an alert whose `endsAt` has passed,
-so a client keeps re-sending (REFERENCE.md §1.2). This sink keeps the latest state per
+so a client keeps re-sending (Alertmanager's docs/clients.md). This sink keeps the latest state per
 fingerprint in memory:
 
 - a firing alert is re-sent every `resend_s` (60 s) with `endsAt = now + 3·resend_s`:
@@ -39,20 +39,22 @@ import random as _random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
 import orjson
+from pydantic import Field, SecretStr
 
-from models.aggregates import rfc3339
 from models.alerts import Alert
-from sinks.base import Rejection, SinkRecord, SinkStatus
-from sinks.http import AiohttpPost, Answer, Backoff, Post, TransientError, deliver, redact
+from models.errors import TransientError
+from models.timefmt import rfc3339
+from sinks.base import Rejection, SinkConfig, SinkRecord, SinkStatus
+from sinks.http import AiohttpPost, Answer, Backoff, Post, deliver, redact
 
 __all__ = [
+    "AlertmanagerConfig",
     "AlertmanagerSink",
-    "AlertmanagerTarget",
     "annotation_set",
     "label_name",
     "label_set",
@@ -66,39 +68,34 @@ TOPIC: Final = "ioc.alerts"
 VALIDITY_RESENDS: Final = 3
 
 
-@dataclass(frozen=True, slots=True)
-class AlertmanagerTarget:
-    """Where and how to send alerts to Alertmanager."""
+class AlertmanagerConfig(SinkConfig):
+    """Where and how to send alerts to Alertmanager: settings `IOC_SINKS__ALERTMANAGER__…`."""
 
-    #: Base URL of Alertmanager, e.g. `http://alertmanager:9093`; the sink posts to
-    #: `<url>/api/v2/alerts` (a path prefix such as `/am` is kept).
-    url: str
-    #: HTTP basic auth (e.g. behind a reverse proxy); set both or neither.
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    #: `Authorization: Bearer <token>`; not together with basic auth.
-    bearer_token: str | None = field(default=None, repr=False)
-    #: Seconds between re-sends of an alert; keep it well below Alertmanager's
-    #: `resolve_timeout` (5 min). Firing alerts are valid for 3× this.
-    resend_s: float = 60.0
-    #: Seconds a resolved alert keeps being re-sent after the sink took it.
-    resolved_resend_s: float = 300.0
-    #: Seconds a resolved alert is remembered after its re-sends end, against replays.
-    remember_s: float = 3600.0
-    #: How far back `ioc.alerts` is read at start-up to restore the states taken before
-    #: the committed offset. A firing alert is written once, so this bounds how long an
-    #: alert can have been firing and still be re-sent after a restart. Never less than
-    #: `resolved_resend_s + remember_s` (how long a resolved state matters).
-    restore_lookback_s: float = 86_400.0
-    #: Link back to the console: `{fingerprint}` and `{alertname}` are substituted
-    #: (URL-quoted), e.g. `https://ioc.example/alerts/{fingerprint}`. None: no link.
-    generator_url: str | None = None
-    #: Which summary becomes the `summary` annotation; the other is `description`.
-    summary_language: Literal["vi", "en"] = "vi"
-    #: Seconds one POST may take before it counts as a transient failure.
-    timeout_s: float = 10.0
-    #: Retry delays of transient failures.
-    backoff: Backoff = field(default_factory=Backoff)
+    url: str = Field(
+        description="Alertmanager's base URL, e.g. http://127.0.0.1:9093; the sink posts "
+        "to <url>/api/v2/alerts (a path prefix such as /am is kept)."
+    )
+    username: str | None = Field(None, description="Basic auth user, with `password`.")
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = Field(None, description="Instead of basic auth.")
+    # Keep it well below Alertmanager's `resolve_timeout` (5 min).
+    resend_s: float = Field(
+        60.0, gt=0, description="Firing alerts are re-sent this often (valid for 3×)."
+    )
+    resolved_resend_s: float = Field(
+        300.0, gt=0, description="Resolved alerts are re-sent for this long."
+    )
+    # e.g. `https://ioc.example/alerts/{fingerprint}`, substituted URL-quoted.
+    generator_url: str | None = Field(
+        None, description="Link per alert; `{fingerprint}` and `{alertname}` substituted."
+    )
+    # A firing alert is written to ioc.alerts once, so this bounds how long an alert can
+    # have been firing and still be re-sent after a restart. The sink reads at least
+    # `resolved_resend_s + remember_s` (how long a resolved state matters).
+    restore_lookback_s: float = Field(
+        86_400.0, gt=0,
+        description="On start, alert states are rebuilt from this much of ioc.alerts.",
+    )  # fmt: skip
 
     @property
     def endpoint(self) -> str:
@@ -111,15 +108,19 @@ class AlertmanagerTarget:
         return "basic" if self.username is not None else "none"
 
     def check(self) -> None:
-        """ValueError on a configuration that cannot work."""
-        if self.bearer_token and (self.username is not None or self.password is not None):
+        """ValueError on a configuration that cannot work. An empty secret counts as
+        unset."""
+        if self.bearer_token and (self.username is not None or self.password):
             raise ValueError("alertmanager: basic auth and bearer token are exclusive")
-        if (self.username is None) != (self.password is None):
+        if (self.username is None) != (not self.password):
             raise ValueError("alertmanager: basic auth needs both username and password")
         if not 0 < self.resend_s <= self.resolved_resend_s:
             raise ValueError("alertmanager: need 0 < resend_s <= resolved_resend_s")
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"alertmanager: url must be http(s), got {redact(self.url)!r}")
+
+    def build(self) -> AlertmanagerSink:
+        return AlertmanagerSink(self)
 
 
 # -- mapping -------------------------------------------------------------------------
@@ -245,23 +246,35 @@ class AlertmanagerSink:
 
     def __init__(
         self,
-        target: AlertmanagerTarget,
+        target: AlertmanagerConfig,
         *,
         name: str = "alertmanager",
+        remember_s: float = 3600.0,
+        summary_language: Literal["vi", "en"] = "vi",
+        timeout_s: float = 10.0,
+        backoff: Backoff | None = None,
         post: Post | None = None,
         clock: Callable[[], int] | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         random: Callable[[], float] = _random.random,
     ) -> None:
-        """`post`, `clock` (wall ms), `sleep` and `random` are for tests."""
+        """`remember_s`: how long a resolved alert is remembered after its re-sends
+        end, against replays. `summary_language`: which summary becomes the `summary`
+        annotation; the other is `description`. `timeout_s`: how long one POST may take
+        before it counts as a transient failure; `backoff`: the retry delays of
+        transient failures. `post`, `clock` (wall ms), `sleep` and `random` are for
+        tests. ValueError on a configuration that cannot work."""
         target.check()
         self.name = name
         self.target = target
+        self.remember_s = remember_s
+        self.summary_language = summary_language
+        self.backoff = backoff or Backoff()
         self.status = SinkStatus(
             extra={"url": redact(target.url), "auth": target.auth, "alerts": 0, "resent": 0}
         )
         self._own_post = post is None
-        self._post: Post = post or AiohttpPost(target.timeout_s)
+        self._post: Post = post or AiohttpPost(timeout_s)
         self._clock = clock or (lambda: int(time.time() * 1000))
         self._sleep = sleep
         self._random = random
@@ -331,7 +344,7 @@ class AlertmanagerSink:
         attempt per tick: a failure is retried at a later tick, with backoff."""
         resend_ms = int(self.target.resend_s * 1000)
         resolved_ms = int(self.target.resolved_resend_s * 1000)
-        remember_ms = int(self.target.remember_s * 1000)
+        remember_ms = int(self.remember_s * 1000)
         due: list[_Entry] = []
         for fingerprint, entry in list(self._entries.items()):
             age_ms = now_ms - entry.taken_ms
@@ -364,7 +377,7 @@ class AlertmanagerSink:
             self.status.state = "up"
             self._tick_attempt = 0
             return
-        delay_s = self.target.backoff.delay(self._tick_attempt, self._random)
+        delay_s = self.backoff.delay(self._tick_attempt, self._random)
         self._tick_attempt += 1
         self._tick_not_before_ms = now_ms + int(delay_s * 1000)
         self.status.state = "retrying"
@@ -384,7 +397,7 @@ class AlertmanagerSink:
         """How far back the stage reads `ioc.alerts` for `restore`."""
         target = self.target
         return int(
-            max(target.restore_lookback_s, target.resolved_resend_s + target.remember_s) * 1000
+            max(target.restore_lookback_s, target.resolved_resend_s + self.remember_s) * 1000
         )
 
     def restore(self, records: Iterable[tuple[SinkRecord, int]]) -> int:
@@ -414,7 +427,7 @@ class AlertmanagerSink:
                 continue
             taken_ms = now_ms if produced_ms < 0 else min(produced_ms, now_ms)
             latest[alert.fingerprint] = (alert, record, taken_ms)
-        forget_after_ms = int((self.target.resolved_resend_s + self.target.remember_s) * 1000)
+        forget_after_ms = int((self.target.resolved_resend_s + self.remember_s) * 1000)
         restored = 0
         for fingerprint, (alert, record, taken_ms) in latest.items():
             if alert.state == "resolved" and now_ms - taken_ms > forget_after_ms:
@@ -442,15 +455,17 @@ class AlertmanagerSink:
             now_ms,
             resend_s=self.target.resend_s,
             generator_url=self.target.generator_url,
-            summary_language=self.target.summary_language,
+            summary_language=self.summary_language,
         )
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        if self.target.bearer_token:
-            headers["Authorization"] = f"Bearer {self.target.bearer_token}"
-        elif self.target.username is not None:
-            pair = f"{self.target.username}:{self.target.password or ''}".encode()
+        target = self.target
+        if target.bearer_token:
+            headers["Authorization"] = f"Bearer {target.bearer_token.get_secret_value()}"
+        elif target.username is not None:
+            password = target.password.get_secret_value() if target.password else ""
+            pair = f"{target.username}:{password}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         return headers
 
@@ -461,7 +476,7 @@ class AlertmanagerSink:
             orjson.dumps(payloads),
             self._headers,
             status=self.status,
-            backoff=self.target.backoff,
+            backoff=self.backoff,
             sleep=self._sleep,
             random=self._random,
         )

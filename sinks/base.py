@@ -14,6 +14,10 @@ The stage commits input offsets only after `flush` returned: everything written
 before it was acknowledged by the server (or rejected for good), so a crash replays
 at most what was not yet flushed — at-least-once, and sinks write idempotently
 (the same window result or alert state twice overwrites, never duplicates).
+
+Each sink module defines its configuration as a `SinkConfig`: a settings section
+(`IOC_SINKS__<SECTION>__…`, streams/worker/settings.py) whose `build` makes the sink,
+so the worker builds every configured sink the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["Rejection", "Sink", "SinkRecord", "SinkStatus"]
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Rejection", "Sink", "SinkConfig", "SinkRecord", "SinkStatus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +93,15 @@ class Sink(Protocol):
 
     async def close(self) -> None:
         """Once, when the worker stops, after the last `flush`."""
+
+
+class SinkConfig(BaseModel):
+    """A sink's configuration: the settings section that turns it on, validated field
+    by field when the settings are read."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def build(self) -> Sink:
+        """The sink this configures. ValueError on a combination that cannot work
+        (the worker reports it and does not start)."""
+        raise NotImplementedError

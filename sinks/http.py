@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from models.errors import TransientError
 from sinks.base import SinkStatus
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "Answer",
     "Backoff",
     "Post",
-    "TransientError",
     "deliver",
     "redact",
 ]
@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 
 #: How much of a server's answer goes into status, logs and dead letters.
 MAX_ANSWER_CHARS = 1000
-
-
-class TransientError(Exception):
-    """The request got no answer (connection refused or reset, timeout)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,10 +60,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from models.errors import EncodeError
+
 __all__ = [
     "BOUNDED_LABELS",
     "MEASUREMENT",
-    "EncodeError",
     "encode",
     "escape_key",
     "escape_measurement",
@@ -115,10 +116,6 @@ _SPECIAL = re.compile(r"[\\,= \r\n]")
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_]")
 _MAX_STRING_BYTES = 64 * 1024
 _INT64 = 2**63
-
-
-class EncodeError(ValueError):
-    """The record cannot be one point (malformed, or a statistic of the wrong type)."""
 
 
 @functools.lru_cache(maxsize=4096)

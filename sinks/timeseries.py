@@ -1,8 +1,8 @@
 """Window results into a time-series store, as InfluxDB line protocol over HTTP.
 
-    LineProtocolSink(SinkTarget(kind="victoriametrics", url="http://vm:8428"))
+    LineProtocolSink(TimeseriesConfig(kind="victoriametrics", url="http://vm:8428"))
 
-Targets (`SinkTarget.kind`):
+Targets (`TimeseriesConfig.kind`):
 
     victoriametrics   POST {url}/write?precision=ms
     influxdb1         POST {url}/write?db=DATABASE&precision=ms     (basic auth optional)
@@ -56,13 +56,14 @@ from collections.abc import Callable
 from typing import Literal
 from urllib.parse import urlencode, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from sinks.base import Rejection, SinkRecord, SinkStatus
+from models.errors import EncodeError
+from sinks.base import Rejection, SinkConfig, SinkRecord, SinkStatus
 from sinks.http import AiohttpPost, Backoff, Post, deliver, redact
-from sinks.lineprotocol import BOUNDED_LABELS, EncodeError, encode, is_unbounded, unbounded_labels
+from sinks.lineprotocol import BOUNDED_LABELS, encode, is_unbounded, unbounded_labels
 
-__all__ = ["LineProtocolSink", "SinkTarget"]
+__all__ = ["LineProtocolSink", "TimeseriesConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,8 @@ log = logging.getLogger(__name__)
 _REFUSED = frozenset({400, 413, 422})
 
 
-class SinkTarget(BaseModel):
-    """Where and how a `LineProtocolSink` writes."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class TimeseriesConfig(SinkConfig):
+    """Where and how a `LineProtocolSink` writes: settings `IOC_SINKS__TIMESERIES__…`."""
 
     name: str = Field(
         "timeseries",
@@ -130,7 +129,7 @@ class SinkTarget(BaseModel):
         return labels
 
     @model_validator(mode="after")
-    def _complete(self) -> SinkTarget:
+    def _complete(self) -> TimeseriesConfig:
         if self.kind == "influxdb1" and not self.database:
             raise ValueError("influxdb1 needs `database`")
         if self.kind == "influxdb2" and not (self.org and self.bucket and self.token):
@@ -142,6 +141,9 @@ class SinkTarget(BaseModel):
                 "running updates would not be overwritten by their finals in VictoriaMetrics"
             )
         return self
+
+    def build(self) -> LineProtocolSink:
+        return LineProtocolSink(self)
 
     def write_url(self) -> str:
         """The write endpoint with its query (no secrets in it)."""
@@ -174,7 +176,7 @@ class LineProtocolSink:
 
     def __init__(
         self,
-        target: SinkTarget,
+        target: TimeseriesConfig,
         *,
         post: Post | None = None,
         clock: Callable[[], float] = time.monotonic,

@@ -27,13 +27,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from pydantic import Field, SecretStr
+
 from models.alerts import Alert
-from sinks.base import Rejection, SinkRecord, SinkStatus
+from sinks.base import Rejection, SinkConfig, SinkRecord, SinkStatus
 from sinks.http import AiohttpPost, Backoff, Post, deliver, redact
 
 __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
+    "WebhookConfig",
     "WebhookSink",
     "WebhookTarget",
     "sign",
@@ -73,6 +76,17 @@ def verify(
     if abs(now - int(timestamp)) > tolerance_s:
         return False
     return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
+
+
+class WebhookConfig(SinkConfig):
+    """The receivers and their shared key: settings `IOC_SINKS__WEBHOOK__…`."""
+
+    urls: list[str] = Field(description="Receivers, as a JSON list of http(s) URLs.")
+    secret: SecretStr = Field(description="HMAC-SHA256 signing key shared with the receivers.")
+
+    def build(self) -> WebhookSink:
+        secret = self.secret.get_secret_value()
+        return WebhookSink([WebhookTarget(url=url, secret=secret) for url in self.urls])
 
 
 @dataclass(frozen=True, slots=True)

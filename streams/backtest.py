@@ -27,8 +27,10 @@ from typing import Any
 
 import orjson
 
-from models.aggregates import TIME_FIELDS, Aggregate, WindowResult
+from models.aggregates import Aggregate
 from models.alerts import Alert
+from models.families import TIME_FIELDS
+from models.results import WindowResult
 from models.rules import Rule
 from streams.core.ingest import process_message
 from streams.core.rules.engine import RuleEngine

@@ -63,8 +63,8 @@ __all__ = [
     "BREAKPOINTS",
     "LEVELS",
     "POLLUTANTS",
+    "AqiBand",
     "AqiResult",
-    "Band",
     "band_of",
     "hourly_aqi",
     "nowcast",
@@ -96,7 +96,7 @@ _NOWCAST_HOURS = 12
 
 
 @dataclass(frozen=True, slots=True)
-class Band:
+class AqiBand:
     """A row of Table 1: an AQI range and how it is shown to the public."""
 
     low: int
@@ -107,13 +107,13 @@ class Band:
 
 
 #: Table 1 of the decision.
-BANDS: tuple[Band, ...] = (
-    Band(0, 50, "Tốt", "good", (0, 228, 0)),
-    Band(51, 100, "Trung bình", "moderate", (255, 255, 0)),
-    Band(101, 150, "Kém", "poor", (255, 126, 0)),
-    Band(151, 200, "Xấu", "bad", (255, 0, 0)),
-    Band(201, 300, "Rất xấu", "very bad", (143, 63, 151)),
-    Band(301, 500, "Nguy hại", "hazardous", (126, 0, 35)),
+BANDS: tuple[AqiBand, ...] = (
+    AqiBand(0, 50, "Tốt", "good", (0, 228, 0)),
+    AqiBand(51, 100, "Trung bình", "moderate", (255, 255, 0)),
+    AqiBand(101, 150, "Kém", "poor", (255, 126, 0)),
+    AqiBand(151, 200, "Xấu", "bad", (255, 0, 0)),
+    AqiBand(201, 300, "Rất xấu", "very bad", (143, 63, 151)),
+    AqiBand(301, 500, "Nguy hại", "hazardous", (126, 0, 35)),
 )
 
 
@@ -124,10 +124,10 @@ class AqiResult:
     aqi: int
     dominant: str
     sub_indices: dict[str, int]
-    band: Band
+    band: AqiBand
 
 
-def band_of(aqi: int) -> Band:
+def band_of(aqi: int) -> AqiBand:
     """The Table 1 band of an AQI between 0 and 500."""
     for band in BANDS:
         if band.low <= aqi <= band.high:

@@ -8,7 +8,7 @@ A case is open from its first non-final status until a final one: `resolved`,
 `returned` or `cancelled` for a dossier, `resolved` for feedback. The backlog counts
 open cases per (kind, agency): all of them, the overdue ones (now > due_at) and the
 near-due ones (due within a horizon, not yet overdue) — the "late / near-due /
-not-due" split of provincial one-stop-shop dashboards (REFERENCE.md §6).
+not-due" split of provincial one-stop-shop dashboards (e.g. motcua.gialai.gov.vn).
 
 Delivery is at least once and unordered, so a case keeps the (occurred_at, status)
 of the event that set it, and an event changes it only when it is strictly later in
@@ -38,17 +38,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from models.aggregates import WindowResult
+from models.derived import BACKLOG_AGGREGATE
+from models.results import WindowResult
+from models.timefmt import rfc3339_ms
 
-__all__ = ["BACKLOG_AGGREGATE", "DAY_MS", "FINAL", "Backlog", "BacklogReporter", "CaseBook"]
+__all__ = ["DAY_MS", "FINAL", "Backlog", "BacklogReporter", "CaseBook"]
 
 DAY_MS = 24 * 3600 * 1000
-BACKLOG_AGGREGATE = "case_backlog"
 
 #: Statuses per kind, in the order that breaks ties between events of the same
 #: millisecond (later wins); final statuses come last.
@@ -74,8 +74,6 @@ _RANK: dict[str, dict[str, int]] = {
 # One str object per status: cases share it instead of holding a copy each.
 _STATUS: dict[str, str] = {status: status for statuses in _ORDER.values() for status in statuses}
 _ID_FIELD = {"dossier": "dossier_id", "feedback": "feedback_id"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +102,10 @@ def _epoch_ms(value: Any, field: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is not None:
-            return (parsed - _EPOCH) // _MS
+        try:
+            return rfc3339_ms(value)
+        except ValueError:
+            pass  # the message below says what is expected
     raise ValueError(f"{field}: expected an RFC 3339 time with offset or epoch ms (got {value!r})")
 
 

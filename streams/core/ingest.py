@@ -10,22 +10,32 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from models import FAMILIES, InvalidEvent, validation_context
 from models.deadletter import DeadLetter
-from streams.worker.settings import IngestSettings
 
 __all__ = [
     "Accepted",
+    "IngestLimits",
     "IngestResult",
     "RecentIds",
     "Rejected",
     "dead_letter",
     "process_message",
 ]
+
+
+class IngestLimits(Protocol):
+    """What ingest needs of the settings (`IOC_INGEST__*`), without depending on them."""
+
+    @property
+    def max_message_bytes(self) -> int: ...
+
+    @property
+    def max_future_s(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +72,7 @@ def _accept(family: str, obj: Any, context: dict[str, Any]) -> Accepted:
 
 
 def process_message(
-    family: str, raw: bytes | None, settings: IngestSettings, now: datetime
+    family: str, raw: bytes | None, settings: IngestLimits, now: datetime
 ) -> IngestResult:
     """Validate one Kafka message: one event, or a JSON array validated element by element."""
     result = IngestResult()

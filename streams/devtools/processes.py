@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from typing import Any
 
 __all__ = ["free_port", "spawn", "stop"]
@@ -25,7 +26,10 @@ def _die_with_parent() -> None:
 def spawn(command: list[str], **options: Any) -> subprocess.Popen[bytes]:
     """Start a child in its own session (a terminal's Ctrl-C reaches only the parent,
     which then stops the children in order) that dies with its parent."""
-    if sys.platform.startswith("linux"):
+    # The kernel signals the child when the *thread* that forked it exits, not the
+    # process: a server started from a worker thread (asyncio.to_thread) would die with
+    # that thread, so only children of the main thread get the signal.
+    if sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
         options.setdefault("preexec_fn", _die_with_parent)
     return subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL, **options)
 

@@ -1,10 +1,12 @@
-"""Local VictoriaMetrics and Alertmanager for `ioc demo --with-sinks`.
+"""Local VictoriaMetrics and Alertmanager for `ioc demo --with-sinks`, the
+integration tests and the benchmarks: the one launcher of each.
 
 Each runs from its Debian package's binary (`make system-deps` installs them) on a
 loopback port (a free one unless given), with its data and log under a directory of
-the caller's (the demo's log directory), as a child of this process (streams/devtools/processes.py:
-its own session, dies with us). `start()` waits until the server answers its health
-check; `stop()` sends SIGTERM (SIGKILL after a timeout).
+the caller's, as a child of this process (`processes.spawn`: its own session, dies
+with us). `start()` waits until the server answers its health check; `stop()` sends
+SIGTERM (SIGKILL after a timeout); `start()` again restarts it on the same port and
+data (outage tests), while the first start of an object begins with empty data.
 
 - VictoriaMetrics runs with `-dedup.minScrapeInterval=1ms`, as the time-series sink
   needs for idempotent writes (sinks/timeseries.py: a window result written again is
@@ -26,10 +28,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Self
 
+from models.errors import ServerError
 from streams.devtools.processes import free_port, spawn
 from streams.devtools.processes import stop as stop_process
 
@@ -39,7 +42,6 @@ __all__ = [
     "LocalServer",
     "LocalVictoriaMetrics",
     "SeriesTally",
-    "ServerError",
     "alertnames",
     "tally_export",
 ]
@@ -48,10 +50,6 @@ INSTALL_HINT = "install victoria-metrics / prometheus-alertmanager (make system-
 
 #: aggregate → (series, points) of `ioc_aggregate_*` metrics.
 SeriesTally = dict[str, tuple[int, int]]
-
-
-class ServerError(RuntimeError):
-    """A local server is not installed, did not start or did not answer."""
 
 
 class LocalServer:
@@ -66,6 +64,7 @@ class LocalServer:
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._started = False
 
     @property
     def url(self) -> str:
@@ -95,12 +94,14 @@ class LocalServer:
         raise NotImplementedError
 
     def prepare(self) -> None:
-        """Write what the server needs in `directory` before it starts."""
+        """Write what the server needs in `directory` before its first start."""
 
-    def start(self, timeout: float = 30.0) -> LocalServer:
+    def start(self, timeout: float = 30.0) -> Self:
         binary = self.check_installed()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.prepare()
+        if not self._started:
+            self.prepare()
+            self._started = True
         self._log = self.log_path.open("ab")
         self.process = spawn(self.command(binary), stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -131,7 +132,9 @@ class LocalServer:
             self._log.close()
             self._log = None
 
-    def get(self, path: str, timeout: float = 30.0, **query: Any) -> bytes:
+    def get(
+        self, path: str, query: Mapping[str, Any] | None = None, timeout: float = 30.0
+    ) -> bytes:
         url = f"{self.url}{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query, doseq=True)
@@ -145,6 +148,13 @@ class LocalVictoriaMetrics(LocalServer):
     label = "victoria-metrics"
     binaries = ("victoria-metrics",)
     health_path = "/health"
+
+    def __init__(
+        self, directory: Path, *, port: int | None = None, search_cache: bool = True
+    ) -> None:
+        super().__init__(directory, port=port)
+        #: False for tests that read back right after writing: no cached query answers.
+        self.search_cache = search_cache
 
     @property
     def ui_url(self) -> str:
@@ -162,12 +172,23 @@ class LocalVictoriaMetrics(LocalServer):
             "-dedup.minScrapeInterval=1ms",  # idempotent writes (sinks/timeseries.py)
             "-retentionPeriod=100y",
             "-loggerLevel=WARN",
+            *([] if self.search_cache else ["-search.disableCache"]),
         ]
+
+    def force_flush(self) -> None:
+        """Make what was written searchable now (it is otherwise after about a second)."""
+        self.get("/internal/force_flush")
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        """`/api/v1/export` of the series matching `match`, one dict per series."""
+        self.force_flush()
+        text = self.get("/api/v1/export", {"match[]": match}).decode()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def aggregate_series(self, prefix: str = "ioc_aggregate_") -> SeriesTally:
         """Series and points of the metrics named `prefix…`, per `aggregate` label, from
         `/api/v1/export` (all time), after making recent writes searchable."""
-        self.get("/internal/force_flush")
+        self.force_flush()
         match = f'{{__name__=~"{prefix}.*"}}'
         url = f"{self.url}/api/v1/export?" + urllib.parse.urlencode({"match[]": match})
         with urllib.request.urlopen(url, timeout=60) as answer:
@@ -230,7 +251,8 @@ class LocalAlertmanager(LocalServer):
 
     def active_alerts(self) -> list[dict[str, Any]]:
         """`/api/v2/alerts` that are active (neither silenced nor inhibited)."""
-        body = self.get("/api/v2/alerts", active="true", silenced="false", inhibited="false")
+        query = {"active": "true", "silenced": "false", "inhibited": "false"}
+        body = self.get("/api/v2/alerts", query)
         alerts: list[dict[str, Any]] = json.loads(body)
         return alerts
 

@@ -14,12 +14,9 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
-from models.rules import default_rules, load_rules
-from sinks.alertmanager import AlertmanagerSink, AlertmanagerTarget
+from models.errors import SinkConfigError
 from sinks.base import Sink
-from sinks.timeseries import LineProtocolSink
-from sinks.webhook import WebhookSink, WebhookTarget
-from streams.core.windows import default_aggregates, load_aggregates
+from streams.worker.configuration import configured
 from streams.worker.kafka import ssl_context
 from streams.worker.metrics import (
     AlertCollector,
@@ -36,7 +33,7 @@ from streams.worker.stages.rules import RuleRouter, RuleStage
 from streams.worker.stages.sinks import SinkStage
 from streams.worker.stages.windows import WindowStage
 
-__all__ = ["IocApp", "SinkConfigError", "configured_sinks", "create_app"]
+__all__ = ["IocApp", "configured_sinks", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +85,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     )
     app.settings = settings
     app.metrics = metrics if metrics is not None else Metrics()
-    path = settings.windows.aggregates
-    aggregates = load_aggregates(path) if path is not None else default_aggregates()
-    rules_path = settings.rules.rules
-    rules = load_rules(rules_path, aggregates) if rules_path else default_rules(aggregates)
-    if rules_path is None and path is not None:
-        left_out = {rule.name for rule in default_rules()} - {rule.name for rule in rules}
-        if left_out:
-            log.warning(
-                "default rules on aggregates not in %s left out: %s",
-                path,
-                ", ".join(sorted(left_out)),
-            )
+    configuration = configured(settings)
+    aggregates, rules = configuration.aggregates, configuration.rules
+    if left_out := configuration.left_out_rules():
+        log.warning(
+            "default rules on aggregates not in %s left out: %s",
+            configuration.aggregates_file,
+            ", ".join(left_out),
+        )
     window_stage = WindowStage(settings, app.metrics, aggregates, on_crash=app.crash)
     rule_stage = RuleStage(settings, app.metrics, rules, aggregates, on_crash=app.crash)
     app.stages = [
@@ -153,41 +146,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     return app
 
 
-class SinkConfigError(ValueError):
-    """A sink section of the settings that cannot work."""
-
-
 def configured_sinks(settings: Settings) -> list[Sink]:
     """A sink per configured section of `IOC_SINKS__…`; raises SinkConfigError on a
     configuration that cannot work."""
     try:
-        return _sinks(settings)
+        return [config.build() for config in settings.sinks.configured()]
     except ValueError as exc:
         raise SinkConfigError(str(exc)) from exc
-
-
-def _sinks(settings: Settings) -> list[Sink]:
-    config = settings.sinks
-    sinks: list[Sink] = []
-    if config.timeseries is not None:
-        sinks.append(LineProtocolSink(config.timeseries))
-    if (am := config.alertmanager) is not None:
-        target = AlertmanagerTarget(
-            url=am.url, username=am.username,
-            password=am.password.get_secret_value() if am.password else None,
-            bearer_token=am.bearer_token.get_secret_value() if am.bearer_token else None,
-            resend_s=am.resend_s, resolved_resend_s=am.resolved_resend_s,
-            generator_url=am.generator_url, restore_lookback_s=am.restore_lookback_s,
-        )  # fmt: skip
-        target.check()
-        sinks.append(AlertmanagerSink(target))
-    if (hook := config.webhook) is not None:
-        secret = hook.secret.get_secret_value()
-        targets = [WebhookTarget(url=url, secret=secret) for url in hook.urls]
-        for webhook_target in targets:
-            webhook_target.check()
-        sinks.append(WebhookSink(targets))
-    return sinks
 
 
 def sink_status(sink: Sink) -> dict[str, Any]:

@@ -10,9 +10,11 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streams.worker.settings import KafkaSettings
+from streams.worker import topics
+from streams.worker.changelog import CHANGELOG_CONFIG
+from streams.worker.settings import KafkaSettings, Settings
 
-__all__ = ["client_options", "ensure_topics", "ssl_context"]
+__all__ = ["client_options", "ensure_topics", "ensure_worker_topics", "ssl_context"]
 
 # Explicit configs on every topic we create: some brokers answer DescribeConfigs with
 # nothing for topics created without them (docs/BROKERS.md).
@@ -73,3 +75,19 @@ async def ensure_topics(
                 await admin.create_topics(missing)
     finally:
         await admin.close()
+
+
+async def ensure_worker_topics(settings: Settings) -> None:
+    """Every topic a worker of `settings.app_id` reads or writes, before it starts.
+
+    Topics get explicit configs; Faust would create them without (docs/BROKERS.md)."""
+    kafka = settings.kafka
+    await ensure_topics(kafka, topics.ALL)
+    # Faust creates its leader topic after joining the group, and the metadata change
+    # then costs a second join (≈ half the session timeout): create it first.
+    await ensure_topics(kafka, [topics.faust_leader(settings.app_id)], partitions=1)
+    changelogs = [
+        topics.changelog(settings.app_id, stage) for stage in ("windows", "cases", "rules")
+    ]
+    await ensure_topics(kafka, changelogs, config=CHANGELOG_CONFIG)
+    await ensure_topics(kafka, [topics.rule_inputs(settings.app_id)])

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["DeliveryFailed", "MemoryOutbox", "Outbox"]
-
-
-class DeliveryFailed(RuntimeError):
-    """Kafka refused a record the stage produced: a bug or a broker problem, never input."""
+__all__ = ["MemoryOutbox", "Outbox"]
 
 
 class Outbox(Protocol):

@@ -13,7 +13,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sinks.timeseries import SinkTarget
+from sinks.alertmanager import AlertmanagerConfig
+from sinks.base import SinkConfig
+from sinks.timeseries import TimeseriesConfig
+from sinks.webhook import WebhookConfig
 
 __all__ = [
     "BrokerSettings",
@@ -123,37 +126,17 @@ class RulesSettings(_Section):
     )  # fmt: skip
 
 
-class AlertmanagerSettings(_Section):
-    url: str = Field(description="Alertmanager's base URL, e.g. http://127.0.0.1:9093.")
-    username: str | None = Field(None, description="Basic auth user, with `password`.")
-    password: SecretStr | None = None
-    bearer_token: SecretStr | None = Field(None, description="Instead of basic auth.")
-    resend_s: float = Field(
-        60.0, gt=0, description="Firing alerts are re-sent this often (valid for 3×)."
-    )
-    resolved_resend_s: float = Field(
-        300.0, gt=0, description="Resolved alerts are re-sent for this long."
-    )
-    generator_url: str | None = Field(
-        None, description="Link per alert; `{fingerprint}` and `{alertname}` substituted."
-    )
-    restore_lookback_s: float = Field(
-        86_400.0, gt=0,
-        description="On start, alert states are rebuilt from this much of ioc.alerts.",
-    )  # fmt: skip
-
-
-class WebhookSettings(_Section):
-    urls: list[str] = Field(description="Receivers, as a JSON list of http(s) URLs.")
-    secret: SecretStr = Field(description="HMAC-SHA256 signing key shared with the receivers.")
-
-
 class SinksSettings(_Section):
-    """Each sink is on when its section is set (e.g. `IOC_SINKS__TIMESERIES__URL`)."""
+    """Each sink is on when its section is set (e.g. `IOC_SINKS__TIMESERIES__URL`).
+    A section is the sink's own configuration model (`sinks.base.SinkConfig`)."""
 
-    timeseries: SinkTarget | None = None
-    alertmanager: AlertmanagerSettings | None = None
-    webhook: WebhookSettings | None = None
+    timeseries: TimeseriesConfig | None = None
+    alertmanager: AlertmanagerConfig | None = None
+    webhook: WebhookConfig | None = None
+
+    def configured(self) -> list[SinkConfig]:
+        """The sections that are set, in field order: one sink each."""
+        return [section for _, section in self if isinstance(section, SinkConfig)]
 
 
 class WebSettings(_Section):

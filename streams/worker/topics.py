@@ -1,11 +1,10 @@
-"""Topic names: the stage boundaries of docs/DESIGN.md. Every arrow is a Kafka topic."""
+"""Topic names: the stage boundaries of docs/ARCHITECTURE.md. Every arrow is a Kafka topic."""
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
-Family = Literal["city", "services", "security"]
-FAMILIES: Final[tuple[Family, ...]] = ("city", "services", "security")
+from models.families import FAMILY_NAMES, Family
 
 #: What integrators produce to (docs/EVENTS.md).
 SOURCE: Final[dict[Family, str]] = {
@@ -15,7 +14,7 @@ SOURCE: Final[dict[Family, str]] = {
 }
 
 #: Validated, normalised events, keyed by entity: the seam the window and rule stages read.
-VALIDATED: Final[dict[Family, str]] = {family: f"ioc.{family}.validated" for family in FAMILIES}
+VALIDATED: Final[dict[Family, str]] = {family: f"ioc.{family}.validated" for family in FAMILY_NAMES}
 
 DEADLETTER: Final = "ioc.deadletter"
 AGGREGATES: Final = "ioc.aggregates"

@@ -18,8 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.devtools.brokers import ApacheKafkaBroker, EmbeddedBroker, LocalBroker
 from streams.devtools.processes import free_port
-from tests.integration.alertmanager import Alertmanager
-from tests.integration.victoriametrics import VictoriaMetrics
+from streams.devtools.servers import LocalAlertmanager, LocalVictoriaMetrics
 
 #: Which brokers the integration tests run on: both unless IOC_TEST_BROKER names one.
 BROKERS = os.environ.get("IOC_TEST_BROKER", "tansu,apache").split(",")
@@ -167,7 +166,17 @@ async def consume(
 
 # -- sinks: a broker of their own and real servers, per test module -------------------
 
-Servers = tuple[VictoriaMetrics, Alertmanager]
+#: The sink tests' Alertmanager: one receiver without integrations, and groups that
+#: wait an hour, so alerts are held and read back through the API, never notified.
+QUIET_ALERTMANAGER = """\
+route:
+  receiver: blackhole
+  group_wait: 1h
+receivers:
+  - name: blackhole
+"""
+
+Servers = tuple[LocalVictoriaMetrics, LocalAlertmanager]
 
 
 @pytest.fixture(scope="module", params=BROKERS)
@@ -181,8 +190,10 @@ def own_broker(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str
 
 @pytest.fixture(scope="module")
 def servers(own_broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    victoria = VictoriaMetrics(tmp_path_factory.mktemp("vm")).start()
-    alertmanager = Alertmanager(tmp_path_factory.mktemp("am")).start()
+    victoria = LocalVictoriaMetrics(tmp_path_factory.mktemp("vm"), search_cache=False).start()
+    alertmanager = LocalAlertmanager(
+        tmp_path_factory.mktemp("am"), config=QUIET_ALERTMANAGER
+    ).start()
     yield victoria, alertmanager
     victoria.stop()
     alertmanager.stop()

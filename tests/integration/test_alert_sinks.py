@@ -4,6 +4,7 @@ and a local aiohttp receiver for the webhook. No Kafka needed."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import time
 import uuid
@@ -15,11 +16,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sinks.alertmanager import AlertmanagerSink, AlertmanagerTarget
+from sinks.alertmanager import AlertmanagerConfig, AlertmanagerSink
 from sinks.http import Backoff
 from sinks.webhook import WebhookSink, WebhookTarget, verify
 from streams.devtools.processes import free_port
-from tests.integration.alertmanager import Alertmanager, amtool
+from streams.devtools.servers import LocalAlertmanager
+from tests.integration.conftest import QUIET_ALERTMANAGER
 from tests.unit.sinks.helpers import alert, record
 
 pytestmark = [
@@ -33,13 +35,15 @@ FAST = Backoff(base_s=0.2, max_s=1.0)
 
 
 @pytest.fixture(scope="session")
-def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
-    server = Alertmanager(tmp_path_factory.mktemp("alertmanager")).start()
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAlertmanager]:
+    server = LocalAlertmanager(
+        tmp_path_factory.mktemp("alertmanager"), config=QUIET_ALERTMANAGER
+    ).start()
     yield server
     server.stop()
 
 
-async def active(server: Alertmanager, alertname: str) -> list[dict[str, Any]]:
+async def active(server: LocalAlertmanager, alertname: str) -> list[dict[str, Any]]:
     url = f"{server.url}/api/v2/alerts"
     params = {"active": "true", "filter": f'alertname="{alertname}"'}
     async with aiohttp.ClientSession() as session, session.get(url, params=params) as answer:
@@ -54,7 +58,7 @@ def now_alert(state: str = "firing", **labels: str) -> Any:
 
 
 async def test_deploy_config_passes_amtool() -> None:
-    tool = amtool()
+    tool = shutil.which("amtool")
     assert tool is not None
     result = await asyncio.to_thread(
         subprocess.run,
@@ -67,9 +71,9 @@ async def test_deploy_config_passes_amtool() -> None:
     assert "SUCCESS" in result.stdout
 
 
-async def test_firing_then_resolved(alertmanager: Alertmanager) -> None:
+async def test_firing_then_resolved(alertmanager: LocalAlertmanager) -> None:
     name = f"it_{uuid.uuid4().hex[:8]}"
-    target = AlertmanagerTarget(url=alertmanager.url, generator_url="http://ioc/a/{fingerprint}")
+    target = AlertmanagerConfig(url=alertmanager.url, generator_url="http://ioc/a/{fingerprint}")
     sink = AlertmanagerSink(target)
     await sink.open()
     try:
@@ -97,9 +101,11 @@ async def test_firing_then_resolved(alertmanager: Alertmanager) -> None:
         await sink.close()
 
 
-async def test_outage_is_retried_until_alertmanager_is_back(alertmanager: Alertmanager) -> None:
+async def test_outage_is_retried_until_alertmanager_is_back(
+    alertmanager: LocalAlertmanager,
+) -> None:
     name = f"it_{uuid.uuid4().hex[:8]}"
-    sink = AlertmanagerSink(AlertmanagerTarget(url=alertmanager.url, backoff=FAST))
+    sink = AlertmanagerSink(AlertmanagerConfig(url=alertmanager.url), backoff=FAST)
     await sink.open()
     try:
         alertmanager.stop()
@@ -119,10 +125,10 @@ async def test_outage_is_retried_until_alertmanager_is_back(alertmanager: Alertm
 
 
 async def test_invalid_alert_is_rejected_with_alertmanagers_answer(
-    alertmanager: Alertmanager,
+    alertmanager: LocalAlertmanager,
 ) -> None:
     # An invalid URI is refused by the API's schema, with its reason.
-    target = AlertmanagerTarget(url=alertmanager.url, generator_url="::not a uri {fingerprint}")
+    target = AlertmanagerConfig(url=alertmanager.url, generator_url="::not a uri {fingerprint}")
     sink = AlertmanagerSink(target)
     await sink.open()
     try:

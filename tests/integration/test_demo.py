@@ -19,9 +19,8 @@ import orjson
 import pytest
 
 from models.alerts import Alert
-from streams.core.cases import BACKLOG_AGGREGATE
+from models.derived import AQI_AGGREGATE, BACKLOG_AGGREGATE
 from streams.core.windows import HourlyAqi, default_aggregates
-from streams.core.windows.hourly_aqi import DERIVED
 from streams.devtools.brokers import kafka_answers
 from streams.devtools.processes import free_port
 
@@ -97,7 +96,7 @@ def expected_aggregates() -> list[str]:
     pack = default_aggregates()
     names = [aggregate.name for aggregate in pack]
     if HourlyAqi.for_pack(pack) is not None:
-        names.append(DERIVED)
+        names.append(AQI_AGGREGATE)
     return [*names, BACKLOG_AGGREGATE]
 
 

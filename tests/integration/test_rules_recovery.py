@@ -30,7 +30,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.alerts import Alert
-from models.rules import load_rules
+from models.rulefile import load_rules
 from streams.core.ingest import process_message
 from streams.core.rules.engine import RuleEngine
 from streams.core.rules.plan import RuleInput

@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.devtools.servers import LocalAlertmanager
 from streams.worker.topics import SOURCE, VALIDATED
 from tests.conftest import auth_failure
-from tests.integration.alertmanager import Alertmanager
 from tests.integration.conftest import Servers, Worker, produce
 from tests.integration.sink_setup import sink_worker
 from tests.integration.test_sinks import exported_means
@@ -72,7 +72,7 @@ def sink_status(worker: Worker) -> dict[str, Any]:
         return dict(json.loads(answer.read()))
 
 
-def alerts_of(alertmanager: Alertmanager, ip: str) -> list[dict[str, Any]]:
+def alerts_of(alertmanager: LocalAlertmanager, ip: str) -> list[dict[str, Any]]:
     """Alertmanager's alerts (active, silenced, inhibited: not expired) of one source IP."""
     with urllib.request.urlopen(f"{alertmanager.url}/api/v2/alerts", timeout=5) as answer:
         alerts = json.loads(answer.read())
@@ -99,7 +99,7 @@ async def brute_force(bootstrap: str, ip: str, unique: str) -> None:
     await produce(bootstrap, SOURCE["security"], burst)
 
 
-async def active_alert(alertmanager: Alertmanager, ip: str, timeout: float) -> dict[str, Any]:
+async def active_alert(alertmanager: LocalAlertmanager, ip: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         mine = [a for a in alerts_of(alertmanager, ip) if a["status"]["state"] == "active"]

@@ -14,12 +14,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from streams.devtools.servers import LocalVictoriaMetrics
 from streams.worker.topics import SOURCE, VALIDATED
 from tests.conftest import auth_failure
 from tests.integration.conftest import Servers, Worker, produce
 from tests.integration.sink_setup import sink_worker
 from tests.integration.test_windows import expected_finals, validated_readings
-from tests.integration.victoriametrics import VictoriaMetrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,7 +45,9 @@ def sink_worker_running(own_broker: str, servers: Servers, tmp_path_factory) -> 
     worker.stop()
 
 
-def exported_means(victoria: VictoriaMetrics, prefix: str) -> dict[tuple[str, str, int], float]:
+def exported_means(
+    victoria: LocalVictoriaMetrics, prefix: str
+) -> dict[tuple[str, str, int], float]:
     """(aggregate, refDevice, window start ms) → pm25_mean, for this test's stations."""
     points: dict[tuple[str, str, int], float] = {}
     for line in victoria.export(f'ioc_aggregate_pm25_mean{{refDevice=~"{prefix}.*"}}'):

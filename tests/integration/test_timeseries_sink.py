@@ -20,8 +20,8 @@ from aiohttp import web
 
 from sinks.base import SinkRecord
 from sinks.lineprotocol import is_integer_statistic, safe_name
-from sinks.timeseries import LineProtocolSink, SinkTarget
-from tests.integration.victoriametrics import VictoriaMetrics
+from sinks.timeseries import LineProtocolSink, TimeseriesConfig
+from streams.devtools.servers import LocalVictoriaMetrics
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,8 +42,10 @@ AGENCIES = ["SO-TNMT", "SO-TTTT", "UBND Huyện Gia Lộc"]
 
 
 @pytest.fixture(scope="session")
-def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
-    server = VictoriaMetrics(tmp_path_factory.mktemp("victoria-metrics")).start()
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalVictoriaMetrics]:
+    server = LocalVictoriaMetrics(
+        tmp_path_factory.mktemp("victoria-metrics"), search_cache=False
+    ).start()
     yield server
     server.stop()
 
@@ -223,7 +225,7 @@ def expected(records: list[dict[str, Any]]) -> dict[Series, dict[int, float]]:
     return points
 
 
-def exported(victoria: VictoriaMetrics, run: str) -> dict[Series, dict[int, float]]:
+def exported(victoria: LocalVictoriaMetrics, run: str) -> dict[Series, dict[int, float]]:
     """Every series of the run; fails on two samples of one series at one timestamp."""
     points: dict[Series, dict[int, float]] = {}
     for line in victoria.export(f'{{aggregate=~"{run}_.*"}}'):
@@ -243,11 +245,11 @@ async def write_all(sink: LineProtocolSink, records: list[SinkRecord], batch: in
     return rejections
 
 
-def vm_target(victoria: VictoriaMetrics, **changes: Any) -> SinkTarget:
-    return SinkTarget(kind="victoriametrics", url=victoria.url, **changes)
+def vm_target(victoria: LocalVictoriaMetrics, **changes: Any) -> TimeseriesConfig:
+    return TimeseriesConfig(kind="victoriametrics", url=victoria.url, **changes)
 
 
-async def test_every_final_is_written_once_with_its_values(victoria: VictoriaMetrics) -> None:
+async def test_every_final_is_written_once_with_its_values(victoria: LocalVictoriaMetrics) -> None:
     run = f"t{uuid.uuid4().hex[:8]}"
     records = synthetic(run)
     assert len(records) > 300
@@ -286,11 +288,11 @@ async def test_every_final_is_written_once_with_its_values(victoria: VictoriaMet
 
 
 async def test_a_server_down_for_a_while_gets_everything(tmp_path: Path) -> None:
-    server = VictoriaMetrics(tmp_path).start()
+    server = LocalVictoriaMetrics(tmp_path, search_cache=False).start()
     run = f"t{uuid.uuid4().hex[:8]}"
     records = synthetic(run)
     sink = LineProtocolSink(
-        SinkTarget(kind="victoriametrics", url=server.url, timeout_s=2, backoff_max_s=1.0)
+        TimeseriesConfig(kind="victoriametrics", url=server.url, timeout_s=2, backoff_max_s=1.0)
     )
     states: list[str] = []
     await sink.open()
@@ -320,7 +322,7 @@ async def test_a_server_down_for_a_while_gets_everything(tmp_path: Path) -> None
         server.stop()
 
 
-# -- refused lines: VictoriaMetrics never refuses (it answers 204 and logs a bad line),
+# -- refused lines: LocalVictoriaMetrics never refuses (it answers 204 and logs a bad line),
 # so a small server plays InfluxDB and refuses every line with a marker in it.
 
 
@@ -368,7 +370,7 @@ async def test_refused_records_become_rejections_and_the_rest_is_written() -> No
         records[i] = {**records[i], "group": {**records[i]["group"], "agency": "REFUSED"}}
     async with refusing_server() as (server, url):
         sink = LineProtocolSink(
-            SinkTarget(kind="influxdb2", url=url, org="ioc", bucket="b", token="s3cret")
+            TimeseriesConfig(kind="influxdb2", url=url, org="ioc", bucket="b", token="s3cret")
         )
         await sink.open()
         try:

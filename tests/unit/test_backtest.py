@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from models.alerts import Alert
-from models.rules import default_rules
+from models.rulefile import default_rules
 from streams.backtest import BacktestResult, backtest, read_lines
 from streams.core.windows import default_aggregates
 from streams.devtools.simulate import Simulation

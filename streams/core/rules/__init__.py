@@ -25,10 +25,10 @@ __all__ = [
 # The detectors, one class per rule kind (streams.core.rules.detectors).
 from streams.core.rules.detectors import (
     AbsenceDetector,
-    Band,
     BaselineDetector,
     CountDetector,
     DistinctDetector,
+    LevelBand,
     MatchDetector,
     RateDetector,
     RatioDetector,
@@ -38,10 +38,10 @@ from streams.core.rules.detectors import (
 
 __all__ += [
     "AbsenceDetector",
-    "Band",
     "BaselineDetector",
     "CountDetector",
     "DistinctDetector",
+    "LevelBand",
     "MatchDetector",
     "RateDetector",
     "RatioDetector",

@@ -35,10 +35,10 @@ from models.rules import (
 )
 from streams.core.rules.detectors import (
     AbsenceDetector,
-    Band,
     BaselineDetector,
     CountDetector,
     DistinctDetector,
+    LevelBand,
     MatchDetector,
     RateDetector,
     RatioDetector,
@@ -83,13 +83,14 @@ def _detector(rule: Rule) -> Detector:
 def _threshold(rule: ThresholdRule) -> ThresholdDetector:
     if rule.bands:
         bands = [
-            Band(b.severity, _level(b.above), _level(b.clear_below), b.label) for b in rule.bands
+            LevelBand(b.severity, _level(b.above), _level(b.clear_below), b.label)
+            for b in rule.bands
         ]
         return ThresholdDetector(bands, "above")
     if rule.above is not None:
-        band = Band(rule.severity, _level(rule.above), _level(rule.clear_below))
+        band = LevelBand(rule.severity, _level(rule.above), _level(rule.clear_below))
         return ThresholdDetector([band], "above")
-    band = Band(rule.severity, _level(rule.below), _level(rule.clear_above))
+    band = LevelBand(rule.severity, _level(rule.below), _level(rule.clear_above))
     return ThresholdDetector([band], "below")
 
 

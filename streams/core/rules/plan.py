@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import orjson
 
-from models.aggregates import TIME_FIELDS
+from models.families import TIME_FIELDS
 from models.rules import (
     FieldRef,
     Rule,

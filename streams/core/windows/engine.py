@@ -39,8 +39,11 @@ from typing import Any, Final
 
 import orjson
 
-from models.aggregates import DISCRIMINATORS, TIME_FIELDS, Aggregate, WindowResult
-from streams.core.windows.plan import MISSING, EventTimeError, Plan, event_time_ms
+from models.aggregates import Aggregate
+from models.errors import EventTimeError
+from models.families import DISCRIMINATORS, TIME_FIELDS
+from models.results import WindowResult
+from streams.core.windows.plan import MISSING, Plan, event_time_ms
 from streams.core.windows.store import PaneKey, PaneStore, RocksPartition, RocksStores
 
 __all__ = ["WATERMARK_KEY", "LateEvent", "Output", "WindowEngine"]

@@ -30,17 +30,15 @@ from typing import Any, Final
 
 import orjson
 
-from models.aggregates import Aggregate, WindowResult
+from models.aggregates import Aggregate
+from models.derived import AQI_AGGREGATE, AQI_SOURCE_AGGREGATE, unsuitable
+from models.results import WindowResult
 from streams.core.aqi import POLLUTANTS, hourly_aqi, nowcast, sub_index
 
-__all__ = ["DERIVED", "HOURS", "SOURCE", "STATE_PREFIX", "HourlyAqi", "unsuitable"]
+__all__ = ["HOURS", "STATE_PREFIX", "HourlyAqi"]
 
 log = logging.getLogger(__name__)
 
-#: The aggregate whose finals are the hourly means, by default.
-SOURCE: Final = "air_station_1h"
-#: The derived aggregate's name in `ioc.aggregates`.
-DERIVED: Final = "aqi_station_1h"
 #: Prefix of this state's changelog keys.
 STATE_PREFIX: Final = "aqi|"
 #: Hours of history in the NowCast (the current one included).
@@ -53,17 +51,6 @@ _SPAN: Final = (HOURS - 1) * _HOUR_MS  # from the oldest hour kept to the newest
 
 Means = dict[str, float | None]  # pollutant → the hour's mean
 Hours = dict[int, Means]  # hour start → that hour's means, for one station
-
-
-def unsuitable(aggregate: Aggregate) -> str | None:
-    """Why the hourly AQI cannot be derived from `aggregate`'s finals (None: it can)."""
-    if not set(_PARTICULATES) & set(aggregate.values):
-        return "its values include neither pm25 nor pm10 (the decision requires one of them)"
-    if "mean" not in aggregate.statistics:
-        return "its statistics lack mean (the AQI is computed from hourly means)"
-    if aggregate.window.size != _HOUR_MS or aggregate.window.hop != _HOUR_MS:
-        return "its window is not tumbling over 1h (the AQI is computed from hourly means)"
-    return None
 
 
 def _concentration(value: Any) -> float | None:
@@ -93,15 +80,15 @@ class HourlyAqi:
     `aqi_station_1h`. Not thread-safe; one per stage, like the engine.
     """
 
-    def __init__(self, aggregates: Sequence[Aggregate], source: str = SOURCE) -> None:
+    def __init__(self, aggregates: Sequence[Aggregate], source: str = AQI_SOURCE_AGGREGATE) -> None:
         found = next((a for a in aggregates if a.name == source), None)
         if found is None:
-            raise ValueError(f"cannot derive {DERIVED}: no aggregate named {source!r}")
+            raise ValueError(f"cannot derive {AQI_AGGREGATE}: no aggregate named {source!r}")
         why = unsuitable(found)
-        if why is None and any(a.name == DERIVED for a in aggregates):
-            why = f"an aggregate of the pack is already named {DERIVED}"
+        if why is None and any(a.name == AQI_AGGREGATE for a in aggregates):
+            why = f"an aggregate of the pack is already named {AQI_AGGREGATE}"
         if why is not None:
-            raise ValueError(f"cannot derive {DERIVED} from {source!r}: {why}")
+            raise ValueError(f"cannot derive {AQI_AGGREGATE} from {source!r}: {why}")
         self.source = source
         self.family = found.family
         self.group_by = list(found.group_by)
@@ -110,7 +97,9 @@ class HourlyAqi:
         self._partitions: dict[str, _Partition] = {}
 
     @classmethod
-    def for_pack(cls, aggregates: Sequence[Aggregate], source: str = SOURCE) -> HourlyAqi | None:
+    def for_pack(
+        cls, aggregates: Sequence[Aggregate], source: str = AQI_SOURCE_AGGREGATE
+    ) -> HourlyAqi | None:
         """The deriver for a pack; None when the pack has no aggregate named `source`, or
         one that cannot feed the AQI (then logged once, with the reason)."""
         if not any(a.name == source for a in aggregates):
@@ -197,7 +186,7 @@ class HourlyAqi:
         for pollutant in _PARTICULATES:
             statistics[f"nowcast_{pollutant}"] = used.get(pollutant)
         return WindowResult(
-            aggregate=DERIVED,
+            aggregate=AQI_AGGREGATE,
             family=self.family,
             group=final.group,
             window_start=start,
@@ -244,7 +233,9 @@ class HourlyAqi:
             if payload is None:
                 continue
             if not self.owns(key):
-                raise ValueError(f"{key!r} is not an {DERIVED} state key; restore it elsewhere")
+                raise ValueError(
+                    f"{key!r} is not an {AQI_AGGREGATE} state key; restore it elsewhere"
+                )
             station_id, _, hour = key.removeprefix(STATE_PREFIX).rpartition("|")
             if list(orjson.loads(station_id)) != self.group_by:
                 p.stale.append(key)  # the source's group_by has changed since

@@ -11,15 +11,17 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from models.aggregates import DISCRIMINATORS, Aggregate, Condition
+from models.aggregates import Aggregate
+from models.errors import EventTimeError
+from models.families import DISCRIMINATORS
+from models.fields import Condition
+from models.timefmt import rfc3339_ms
 from streams.core.windows.statistics import Layout
 
 __all__ = [
     "MISSING",
-    "EventTimeError",
     "Plan",
     "event_time_ms",
     "getter",
@@ -32,24 +34,16 @@ MISSING: Final = object()
 #: Bumped when the accumulator layout changes, so that old changelog state is not misread.
 LAYOUT_VERSION: Final = 1
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
 Event = dict[str, Any]
 Getter = Callable[[Event], Any]
-
-
-class EventTimeError(ValueError):
-    """An event without a readable event time: not something ingest lets through, so
-    the stage should dead-letter it (error `schema`) rather than stop."""
 
 
 def event_time_ms(value: Any) -> int:
     """RFC 3339 with an offset (ingest writes UTC, "…Z") or epoch ms → epoch ms."""
     if type(value) is str:
         try:
-            return (datetime.fromisoformat(value) - _EPOCH) // _MS
-        except (ValueError, TypeError):  # TypeError: no offset, cannot subtract
+            return rfc3339_ms(value)
+        except ValueError:
             raise EventTimeError(f"not an RFC 3339 time with an offset: {value!r}") from None
     if type(value) is int:
         return value

@@ -49,8 +49,6 @@ from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
-from streams.worker.settings import Settings
-
 if TYPE_CHECKING:
     from rocksdict import Options, Rdict
 
@@ -61,7 +59,6 @@ __all__ = [
     "RocksPanes",
     "RocksPartition",
     "RocksStores",
-    "pane_stores",
 ]
 
 PaneKey = tuple[Any, int]  # (group key, pane start)
@@ -109,14 +106,6 @@ class PaneCodec(Protocol):
     def pane(self, key: bytes, /) -> PaneKey: ...
 
     def load(self, payload: bytes, /) -> Accumulator: ...
-
-
-def pane_stores(settings: Settings) -> RocksStores | None:
-    """The stores `IOC_WINDOWS__STORE` asks for: None for memory (plain dicts)."""
-    windows = settings.windows
-    if windows.store == "memory":
-        return None
-    return RocksStores(settings.data_dir / "windows", cache_panes=windows.store_cache_panes)
 
 
 class RocksStores:

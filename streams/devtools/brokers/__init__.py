@@ -6,9 +6,10 @@ from __future__ import annotations
 import subprocess
 from typing import IO
 
+from models.errors import BrokerError
 from streams.devtools.brokers.apache import ApacheKafkaBroker
 from streams.devtools.brokers.embedded import EmbeddedBroker
-from streams.devtools.brokers.process import BrokerError, LocalBroker, kafka_answers
+from streams.devtools.brokers.process import LocalBroker, kafka_answers
 from streams.worker.settings import BrokerSettings
 
 __all__ = [

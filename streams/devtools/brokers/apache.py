@@ -24,7 +24,8 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Self
 
-from streams.devtools.brokers.process import BrokerError, BrokerProcess, kafka_answers
+from models.errors import BrokerError
+from streams.devtools.brokers.process import BrokerProcess, kafka_answers
 from streams.devtools.processes import free_port, spawn, stop
 
 __all__ = ["ApacheKafkaBroker", "fetch_jars", "jar_cache_dir"]

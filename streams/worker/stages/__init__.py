@@ -1,1 +1,2 @@
-"""Faust agents, one module per stage; each only does I/O around a pure core."""
+"""The stages: one module per stage, each a batch service inside the Faust worker with
+its own consumer, doing only the Kafka I/O around a pure core of `streams.core`."""

@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from mode import Service
 
+from models.errors import DeliveryFailed
 from streams.worker.changelog import Checkpointer, Recovered, read_to_end
 from streams.worker.kafka import client_options
 from streams.worker.metrics import Metrics
-from streams.worker.outbox import DeliveryFailed
 from streams.worker.settings import Settings
 from streams.worker.topics import DEADLETTER
 from streams.worker.topics import changelog as changelog_topic

@@ -13,12 +13,13 @@ from typing import Any, ClassVar, Protocol
 
 from aiokafka import TopicPartition
 
+from models.families import FAMILY_NAMES, Family
 from streams.core.ingest import RecentIds, dead_letter, process_message
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import Outbox
 from streams.worker.settings import IngestSettings, Settings
 from streams.worker.stages.base import BatchStage
-from streams.worker.topics import DEADLETTER, FAMILIES, SOURCE, VALIDATED, Family
+from streams.worker.topics import DEADLETTER, SOURCE, VALIDATED
 
 __all__ = ["IngestStage", "Ingestor"]
 
@@ -83,7 +84,7 @@ class IngestStage(BatchStage):
         await super().on_start()
         self._ingestors = {
             SOURCE[family]: Ingestor(family, self.settings.ingest, self.metrics, self.outbox)
-            for family in FAMILIES
+            for family in FAMILY_NAMES
         }
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:

@@ -25,18 +25,20 @@ import orjson
 from aiokafka import TopicPartition
 
 from models.alerts import Alert
-from models.rules import Rule, aggregate_outputs
+from models.derived import aggregate_outputs
+from models.errors import EventTimeError
+from models.families import FAMILY_NAMES
+from models.rules import Rule
 from streams.core.ingest import Rejected, dead_letter
 from streams.core.rules.engine import RuleEngine
 from streams.core.rules.plan import RouteTable, RuleInput
 from streams.core.windows import Aggregate
-from streams.core.windows.plan import EventTimeError
 from streams.worker import topics
 from streams.worker.changelog import replay
 from streams.worker.metrics import Metrics
 from streams.worker.settings import Settings
 from streams.worker.stages.base import BatchStage, ChangelogStage
-from streams.worker.topics import AGGREGATES, ALERTS, FAMILIES, VALIDATED
+from streams.worker.topics import AGGREGATES, ALERTS, VALIDATED
 
 __all__ = ["RuleRouter", "RuleStage"]
 
@@ -69,8 +71,8 @@ class RuleRouter(BatchStage):
         aggregates: list[Aggregate], **kwargs: Any,
     ) -> None:  # fmt: skip
         self.table = route_table(rules, aggregates)
-        self.family = {VALIDATED[family]: family for family in FAMILIES}
-        sources = [VALIDATED[family] for family in FAMILIES if family in self.table.by_family]
+        self.family = {VALIDATED[family]: family for family in FAMILY_NAMES}
+        sources = [VALIDATED[family] for family in FAMILY_NAMES if family in self.table.by_family]
         if self.table.by_aggregate:
             sources.append(AGGREGATES)
         super().__init__(settings, metrics, sources, **kwargs)

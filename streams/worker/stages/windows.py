@@ -24,14 +24,16 @@ import orjson
 from aiokafka import TopicPartition
 
 from models.aggregates import Aggregate
+from models.errors import EventTimeError
+from models.families import FAMILY_NAMES
 from streams.core.ingest import Rejected, dead_letter
-from streams.core.windows import EventTimeError, HourlyAqi, LateEvent, WindowEngine, WindowResult
-from streams.core.windows.store import pane_stores
+from streams.core.windows import HourlyAqi, LateEvent, WindowEngine, WindowResult
+from streams.core.windows.store import RocksStores
 from streams.worker.changelog import replay
 from streams.worker.metrics import LatestFinals, Metrics
 from streams.worker.settings import Settings
 from streams.worker.stages.base import ChangelogStage
-from streams.worker.topics import AGGREGATES, FAMILIES, VALIDATED
+from streams.worker.topics import AGGREGATES, VALIDATED
 
 __all__ = ["WindowStage"]
 
@@ -40,6 +42,14 @@ log = logging.getLogger(__name__)
 
 def _name(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
+
+
+def pane_stores(settings: Settings) -> RocksStores | None:
+    """The stores `IOC_WINDOWS__STORE` asks for: None for memory (plain dicts)."""
+    windows = settings.windows
+    if windows.store == "memory":
+        return None
+    return RocksStores(settings.data_dir / "windows", cache_panes=windows.store_cache_panes)
 
 
 class WindowStage(ChangelogStage):
@@ -62,7 +72,7 @@ class WindowStage(ChangelogStage):
                 idle_timeout_ms=int(windows.idle_timeout_s * 1000),
                 store=store,
             )
-            for family in FAMILIES
+            for family in FAMILY_NAMES
             if by_family[family]
         }
         # Derived per validated topic, from finals of that family's engine only.
@@ -71,7 +81,7 @@ class WindowStage(ChangelogStage):
         if aqi is not None:
             self.derived[VALIDATED[aqi.family]] = aqi
         super().__init__(settings, metrics, self.engines, **kwargs)
-        self.family = {VALIDATED[family]: family for family in FAMILIES}
+        self.family = {VALIDATED[family]: family for family in FAMILY_NAMES}
         #: The latest final per bounded group, for /metrics (`metrics.LatestCollector`).
         self.latest = LatestFinals()
 

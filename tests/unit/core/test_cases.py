@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from models.aggregates import WindowResult
-from streams.core.cases import BACKLOG_AGGREGATE, DAY_MS, Backlog, BacklogReporter, CaseBook
+from models.derived import BACKLOG_AGGREGATE
+from models.results import WindowResult
+from streams.core.cases import DAY_MS, Backlog, BacklogReporter, CaseBook
 from streams.worker.changelog import Checkpointer, replay
 
 HOUR_MS = 3600 * 1000

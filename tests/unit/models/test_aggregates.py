@@ -5,18 +5,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import orjson
 import pytest
 from pydantic import ValidationError
 
-from models.aggregates import (
-    Aggregate,
-    AggregateConfigError,
-    WindowResult,
-    load_aggregates,
-    parse_duration,
-    rfc3339,
-)
+from models.aggregates import Aggregate, load_aggregates
+from models.errors import AggregateConfigError
 from streams.core.windows import DEFAULT_PACK, WindowEngine
 
 GOOD = """\
@@ -261,15 +254,6 @@ def test_direct_construction_checks_paths_too():
         )
 
 
-@pytest.mark.parametrize(
-    ("text", "ms"),
-    [("500ms", 500), ("30s", 30_000), ("5m", 300_000), ("1h", 3_600_000), ("1d", 86_400_000),
-     (1500, 1500), ("-7h", -25_200_000)],
-)  # fmt: skip
-def test_durations(text, ms):
-    assert parse_duration(text) == ms
-
-
 def test_fingerprint_follows_the_definition_not_the_description():
     aggregate = Aggregate.model_validate(
         {"name": "x", "family": "city", "statistics": ["count"], "window": {"size": "1m"}}
@@ -279,24 +263,3 @@ def test_fingerprint_follows_the_definition_not_the_description():
         {"name": "x", "family": "city", "statistics": ["count"], "window": {"size": "2m"}}
     )
     assert aggregate.fingerprint() == described.fingerprint() != resized.fingerprint()
-
-
-def test_window_result_record():
-    result = WindowResult(
-        aggregate="air_station_5m",
-        family="city",
-        group={"refDevice": "HD|AQ%1", "areaServed": "TP Hải Dương"},
-        window_start=1_795_662_000_000,
-        window_end=1_795_662_300_000,
-        statistics={"count": 2, "pm25_mean": 61.25},
-        count=2,
-        final=True,
-    )
-    assert result.identity == "air_station_5m|HD%7CAQ%251|TP Hải Dương|1795662000000"
-    record = orjson.loads(result.to_json())
-    assert record["window_start"] == "2026-11-26T03:00:00Z"
-    assert record["window_end"] == "2026-11-26T03:05:00Z"
-    assert record["window_start_ms"] == 1_795_662_000_000 and record["final"] is True
-    assert record["identity"] == result.identity
-    assert WindowResult.from_json(result.to_json()) == result
-    assert rfc3339(1_795_662_000_123) == "2026-11-26T03:00:00.123Z"

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from models.rules import (
-    CountRule,
-    RuleConfigError,
-    ThresholdRule,
-    default_rules,
-    load_rules,
-    placeholders,
-)
+from models.errors import RuleConfigError
+from models.rulefile import default_rules, load_rules
+from models.rules import CountRule, ThresholdRule
 from streams.cli import main
 from streams.core.windows import default_aggregates
 
@@ -235,19 +230,6 @@ def test_a_template_that_is_not_a_plain_placeholder(tmp_path, aggregates, bad):
     assert "not a plain placeholder" in problem or "unbalanced brace" in problem
 
 
-def test_placeholders():
-    assert placeholders("{source.ip} {value} {source.ip} {@timestamp}") == [
-        "source.ip",
-        "value",
-        "@timestamp",
-    ]
-    assert placeholders("no placeholders") == []
-    with pytest.raises(ValueError, match="not a plain placeholder"):
-        placeholders("{value:.2f}")
-    with pytest.raises(ValueError, match="unbalanced brace"):
-        placeholders("a } b")
-
-
 def test_band_order_and_hysteresis(tmp_path, aggregates):
     text = AQI.replace("above: 200", "above: 90").replace("clear_below: 96", "clear_below: 120")
     found = problems(tmp_path, text, aggregates)
@@ -328,7 +310,7 @@ def test_cli_exit_codes(tmp_path, capsys):
 
 
 def test_the_default_pack_keeps_the_rules_a_custom_aggregates_file_can_run():
-    from models.rules import default_rules
+    from models.rulefile import default_rules
     from streams.core.windows import default_aggregates
 
     only_security = [a for a in default_aggregates() if a.family == "security"]

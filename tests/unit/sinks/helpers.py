@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 
 from models.alerts import Alert, Evidence, fingerprint
+from models.errors import TransientError
 from sinks.base import SinkRecord
-from sinks.http import Answer, TransientError
+from sinks.http import Answer
 
 T0 = 1_795_662_000_000  # 2026-11-26T03:00:00Z
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from models.aggregates import rfc3339
+from models.timefmt import rfc3339
 from sinks.alertmanager import (
+    AlertmanagerConfig,
     AlertmanagerSink,
-    AlertmanagerTarget,
     label_name,
     label_set,
     postable_alert,
@@ -24,9 +24,13 @@ class Clock:
         return self.now_ms
 
 
-def sink(post: ScriptedPost, clock: Clock, **target: object) -> AlertmanagerSink:
-    config = AlertmanagerTarget(url="http://am:9093", **target)  # type: ignore[arg-type]
-    return AlertmanagerSink(config, post=post, clock=clock, random=lambda: 0.0, sleep=_no_sleep)
+def sink(
+    post: ScriptedPost, clock: Clock, remember_s: float = 3600.0, **target: object
+) -> AlertmanagerSink:
+    config = AlertmanagerConfig(url="http://am:9093", **target)
+    return AlertmanagerSink(
+        config, remember_s=remember_s, post=post, clock=clock, random=lambda: 0.0, sleep=_no_sleep
+    )
 
 
 async def _no_sleep(seconds: float) -> None:
@@ -111,10 +115,10 @@ def test_postable_resolved_alert_and_times_ahead_of_the_wall_clock() -> None:
 
 def test_target_checks_and_hides_secrets() -> None:
     with pytest.raises(ValueError, match="exclusive"):
-        AlertmanagerTarget("http://am", username="u", password="p", bearer_token="t").check()
+        AlertmanagerConfig(url="http://am", username="u", password="p", bearer_token="t").check()
     with pytest.raises(ValueError, match="both"):
-        AlertmanagerTarget("http://am", username="u").check()
-    target = AlertmanagerTarget("http://am", bearer_token="s3cret", password=None)
+        AlertmanagerConfig(url="http://am", username="u").check()
+    target = AlertmanagerConfig(url="http://am", bearer_token="s3cret", password=None)
     assert "s3cret" not in repr(target)
 
 

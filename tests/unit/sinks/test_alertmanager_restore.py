@@ -3,8 +3,8 @@ records of `ioc.alerts` before the committed offset, and kept alive by `tick`.""
 
 from __future__ import annotations
 
-from models.aggregates import rfc3339
-from sinks.alertmanager import AlertmanagerSink, AlertmanagerTarget
+from models.timefmt import rfc3339
+from sinks.alertmanager import AlertmanagerConfig, AlertmanagerSink
 from sinks.base import SinkRecord
 from tests.unit.sinks.helpers import T0, ScriptedPost, alert, record
 
@@ -20,9 +20,13 @@ class Clock:
         return self.now_ms
 
 
-def sink(post: ScriptedPost, clock: Clock, **target: object) -> AlertmanagerSink:
-    config = AlertmanagerTarget(url="http://am:9093", **target)  # type: ignore[arg-type]
-    return AlertmanagerSink(config, post=post, clock=clock, random=lambda: 0.0)
+def sink(
+    post: ScriptedPost, clock: Clock, remember_s: float = 3600.0, **target: object
+) -> AlertmanagerSink:
+    config = AlertmanagerConfig(url="http://am:9093", **target)
+    return AlertmanagerSink(
+        config, remember_s=remember_s, post=post, clock=clock, random=lambda: 0.0
+    )
 
 
 def sent(post: ScriptedPost, call: int = -1) -> dict[str, dict]:

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from models.errors import EncodeError
 from sinks.lineprotocol import (
     BOUNDED_LABELS,
-    EncodeError,
     encode,
     escape_key,
     escape_measurement,

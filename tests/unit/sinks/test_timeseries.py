@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from models.errors import TransientError
 from sinks.base import SinkRecord
-from sinks.http import Answer, TransientError
-from sinks.timeseries import LineProtocolSink, SinkTarget
+from sinks.http import Answer
+from sinks.timeseries import LineProtocolSink, TimeseriesConfig
 from tests.unit.sinks.test_lineprotocol import record
 
 
@@ -39,19 +40,21 @@ def records(n: int, **changes: Any) -> list[SinkRecord]:
 
 
 def sink(post: FakePost, **changes: Any) -> LineProtocolSink:
-    target = SinkTarget(url="http://vm:8428", backoff_base_s=0.001, backoff_max_s=0.001, **changes)
+    target = TimeseriesConfig(
+        url="http://vm:8428", backoff_base_s=0.001, backoff_max_s=0.001, **changes
+    )
     return LineProtocolSink(target, post=post)
 
 
 def test_write_urls_and_headers() -> None:
-    vm = SinkTarget(url="http://vm:8428/")
+    vm = TimeseriesConfig(url="http://vm:8428/")
     assert vm.write_url() == "http://vm:8428/write?precision=ms"
-    v1 = SinkTarget(
+    v1 = TimeseriesConfig(
         kind="influxdb1", url="http://i:8086", database="ioc db", username="u", password="p"
     )
     assert v1.write_url() == "http://i:8086/write?db=ioc+db&precision=ms"
     assert v1.headers()["Authorization"] == "Basic dTpw"
-    v2 = SinkTarget(kind="influxdb2", url="https://i", org="o", bucket="b", token="t0k")
+    v2 = TimeseriesConfig(kind="influxdb2", url="https://i", org="o", bucket="b", token="t0k")
     assert v2.write_url() == "https://i/api/v2/write?org=o&bucket=b&precision=ms"
     assert v2.headers()["Authorization"] == "Token t0k"
     assert "t0k" not in repr(v2) and "t0k" not in v2.write_url()
@@ -72,14 +75,14 @@ def test_write_urls_and_headers() -> None:
 )
 def test_incomplete_or_unsafe_targets_are_refused(changes: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
-        SinkTarget(**changes)
+        TimeseriesConfig(**changes)
 
 
 async def test_batches_by_size_and_by_time() -> None:
     post = FakePost()
     now = [0.0]
     s = LineProtocolSink(
-        SinkTarget(batch_lines=3, batch_interval_s=1), post=post, clock=lambda: now[0]
+        TimeseriesConfig(batch_lines=3, batch_interval_s=1), post=post, clock=lambda: now[0]
     )
     await s.write(records(7))
     await asyncio.sleep(0.01)

@@ -10,8 +10,9 @@ import orjson
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 
-from models.aggregates import WindowResult
-from models.rules import aggregate_outputs, default_rules
+from models.derived import aggregate_outputs
+from models.results import WindowResult
+from models.rulefile import default_rules
 from streams.core.rules.lifecycle import Lifecycle, Observation
 from streams.core.windows import default_aggregates
 from streams.worker.app import create_app

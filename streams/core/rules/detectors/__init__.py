@@ -27,18 +27,18 @@ from streams.core.rules.detectors.counting import CountDetector, DistinctDetecto
 from streams.core.rules.detectors.events import AbsenceDetector, MatchDetector, SequenceDetector
 from streams.core.rules.detectors.ratio import RatioDetector
 from streams.core.rules.detectors.values import (
-    Band,
     BaselineDetector,
+    LevelBand,
     RateDetector,
     ThresholdDetector,
 )
 
 __all__ = [
     "AbsenceDetector",
-    "Band",
     "BaselineDetector",
     "CountDetector",
     "DistinctDetector",
+    "LevelBand",
     "MatchDetector",
     "RateDetector",
     "RatioDetector",

@@ -15,7 +15,7 @@ import orjson
 from streams.core.rules.detectors._base import NEVER, Group, GroupState, Scheduled, freeze
 from streams.core.rules.lifecycle import Observation
 
-__all__ = ["Band", "BaselineDetector", "RateDetector", "ThresholdDetector"]
+__all__ = ["BaselineDetector", "LevelBand", "RateDetector", "ThresholdDetector"]
 
 _time = itemgetter(0)
 _HOUR_MS: Final = 3_600_000
@@ -25,8 +25,9 @@ _HOUR_MS: Final = 3_600_000
 
 
 @dataclass(frozen=True, slots=True)
-class Band:
-    """One band of a threshold rule.
+class LevelBand:
+    """One band of a threshold rule, as the detector applies it: the levels it fires
+    and clears at.
 
     With direction "above" the band is entered when value > `fire` and left when
     value < `clear` (clear ≤ fire; default fire, no hysteresis); with "below", entered
@@ -60,7 +61,7 @@ class ThresholdDetector:
     __slots__ = ("_clears", "_fires", "_from_field", "_groups", "_sign", "bands", "direction")
 
     def __init__(
-        self, bands: Sequence[Band], direction: Literal["above", "below"] = "above"
+        self, bands: Sequence[LevelBand], direction: Literal["above", "below"] = "above"
     ) -> None:
         if not bands:
             raise ValueError("a threshold needs at least one band")

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from streams.core.rules.detectors import (
     AbsenceDetector,
-    Band,
     BaselineDetector,
     CountDetector,
     DistinctDetector,
+    LevelBand,
     MatchDetector,
     RateDetector,
     RatioDetector,
@@ -168,8 +168,8 @@ def test_rate_fall_compares_with_the_window_maximum() -> None:
 # -- threshold -------------------------------------------------------------------------
 
 AQI_BANDS = [
-    Band("warning", fire=150, clear=140, label="unhealthy"),
-    Band("critical", fire=200, clear=190, label="very unhealthy"),
+    LevelBand("warning", fire=150, clear=140, label="unhealthy"),
+    LevelBand("critical", fire=200, clear=190, label="very unhealthy"),
 ]
 
 
@@ -204,7 +204,7 @@ def test_threshold_moves_up_at_once_and_down_through_bands_not_cleared() -> None
 
 
 def test_threshold_below_direction_fires_below_and_clears_above() -> None:
-    detector = ThresholdDetector([Band("warning", fire=20, clear=25)], direction="below")
+    detector = ThresholdDetector([LevelBand("warning", fire=20, clear=25)], direction="below")
     assert states(detector, [21, 19, 24, 25.5]) == [
         None,
         (True, "warning", None, 20),
@@ -214,7 +214,7 @@ def test_threshold_below_direction_fires_below_and_clears_above() -> None:
 
 
 def test_threshold_from_a_field_fires_above_and_clears_below_the_same_figure() -> None:
-    detector = ThresholdDetector([Band("critical", fire=None)])
+    detector = ThresholdDetector([LevelBand("critical", fire=None)])
     flood = ("HD-WL-0002",)
     assert detector.observe(flood, T0, 2.9, above_override=3.0) is None
     fired = detector.observe(flood, T0 + M, 3.1, above_override=3.0)

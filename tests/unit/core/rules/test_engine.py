@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from models.alerts import Alert
-from models.rules import default_rules
+from models.rulefile import default_rules
 from streams.core.ingest import process_message
 from streams.core.rules.engine import RuleEngine
 from streams.core.rules.plan import RuleInput

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.aggregates import Aggregate, rfc3339
+from models.aggregates import Aggregate
+from models.timefmt import rfc3339
 
 T0 = 1_795_662_000_000  # 2026-11-26T03:00:00Z, on every window boundary used here
 S = 1000

@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 import pytest
 
-from models.aggregates import WindowResult
+from models.derived import AQI_AGGREGATE
+from models.results import WindowResult
 from streams.core.windows import HourlyAqi, default_aggregates
-from streams.core.windows.hourly_aqi import DERIVED, STATE_PREFIX
+from streams.core.windows.hourly_aqi import STATE_PREFIX
 from tests.unit.core.windows.events import T0, aggregate
 
 H = 3_600_000
@@ -59,7 +60,7 @@ def aqi() -> HourlyAqi:
 
 def test_one_record_per_final_with_the_group_window_and_count_of_the_hour(aqi):
     [first] = feed(aqi, hourly(0, count=58, pm25=40.0, pm10=100.0, no2=50.0, o3=80.0))
-    assert first.aggregate == DERIVED == "aqi_station_1h"
+    assert first.aggregate == AQI_AGGREGATE == "aqi_station_1h"
     assert first.family == "city" and first.final
     assert first.group == STATION
     assert (first.window_start, first.window_end) == (T0, T0 + H)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from models.aggregates import WindowResult
-from streams.core.windows import WATERMARK_KEY, EventTimeError, LateEvent, WindowEngine
+from models.errors import EventTimeError
+from models.results import WindowResult
+from streams.core.windows import WATERMARK_KEY, LateEvent, WindowEngine
 from tests.unit.core.windows.events import CITY, SECURITY, T0, M, S, aggregate, air, security
 
 

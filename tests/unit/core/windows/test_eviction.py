@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from models.aggregates import rfc3339
+from models.timefmt import rfc3339
 from streams.core.windows import WindowEngine, default_aggregates
 from tests.unit.core.windows.events import CITY, T0, M
 

@@ -25,7 +25,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.aggregates import PERCENTILES, Aggregate, WindowResult
+from models.aggregates import PERCENTILES, Aggregate
+from models.results import WindowResult
 from streams.core.windows import ALPHA, LateEvent, WindowEngine
 from tests.unit.core.windows.events import SECURITY, T0, S, aggregate, air, security
 

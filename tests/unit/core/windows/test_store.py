@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 
 from streams.core.windows import WATERMARK_KEY, WindowEngine, default_aggregates
 from streams.core.windows.plan import Plan
-from streams.core.windows.store import RocksStores, pane_stores
+from streams.core.windows.store import RocksStores
 from streams.worker.settings import Settings
+from streams.worker.stages.windows import pane_stores
 from tests.unit.core.windows.conftest import TINY_CACHE
 from tests.unit.core.windows.events import CITY, T0, M
 from tests.unit.core.windows.test_eviction import reading
@@ -201,7 +202,7 @@ def test_the_memory_store_does_not_import_rocksdict():
         "import sys\n"
         "from streams.worker.settings import Settings\n"
         "from streams.core.windows import WindowEngine, default_aggregates\n"
-        "from streams.core.windows.store import pane_stores\n"
+        "from streams.worker.stages.windows import pane_stores\n"
         "engine = WindowEngine(default_aggregates(), store=pane_stores(Settings()))\n"
         "assert 'rocksdict' not in sys.modules\n"
     )

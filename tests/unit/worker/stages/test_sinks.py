@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 from aiokafka import TopicPartition
 
 from models.deadletter import DeadLetter
-from sinks.base import Rejection, SinkRecord, SinkStatus
+from sinks.base import SinkRecord
+from sinks.memory import MemorySink
 from streams.worker.metrics import Metrics, SinkCollector
 from streams.worker.outbox import MemoryOutbox
 from streams.worker.settings import Settings
@@ -25,37 +26,13 @@ class Record:
     key: bytes | None = b"k"
 
 
-@dataclass
-class FakeSink:
+def refusing_sink() -> MemorySink:
     """Takes what it is given; refuses records whose value says so."""
 
-    name: str = "fake"
-    topic: str = AGGREGATES
-    status: SinkStatus = field(default_factory=SinkStatus)
-    taken: list[SinkRecord] = field(default_factory=list)
-    acknowledged: list[SinkRecord] = field(default_factory=list)
-    calls: list[str] = field(default_factory=list)
+    def refuse(record: SinkRecord) -> str | None:
+        return "400 Bad Request: field type conflict" if record.decoded.get("refuse") else None
 
-    async def open(self) -> None:
-        self.calls.append("open")
-
-    async def write(self, records: list[SinkRecord]) -> None:
-        self.taken += records
-        self.status.queued = len(self.taken)
-
-    async def flush(self) -> list[Rejection]:
-        self.calls.append("flush")
-        refused = [r for r in self.taken if r.decoded.get("refuse")]
-        self.acknowledged += [r for r in self.taken if not r.decoded.get("refuse")]
-        self.status.written, self.status.rejected = len(self.acknowledged), len(refused)
-        self.status.state, self.status.queued, self.taken = "up", 0, []
-        return [Rejection(r, "400 Bad Request: field type conflict") for r in refused]
-
-    async def tick(self, now_ms: int) -> None:
-        self.calls.append("tick")
-
-    async def close(self) -> None:
-        self.calls.append("close")
+    return MemorySink("fake", topic=AGGREGATES, refuse=refuse)
 
 
 class Consumer:
@@ -66,7 +43,7 @@ class Consumer:
         self.committed.update(offsets)
 
 
-def stage(sink: FakeSink) -> SinkStage:
+def stage(sink: MemorySink) -> SinkStage:
     made = SinkStage(Settings(_env_file=None), Metrics(), sink)
     made._outbox = MemoryOutbox()  # type: ignore[assignment]
     made._consumer = Consumer()  # type: ignore[assignment]
@@ -74,7 +51,7 @@ def stage(sink: FakeSink) -> SinkStage:
 
 
 async def test_offsets_are_committed_after_the_sink_acknowledged():
-    sink = FakeSink()
+    sink = refusing_sink()
     made = stage(sink)
     assert (made.group, made.title) == ("ioc-streams-sink-fake", "sink-fake")
     records = [Record(orjson.dumps({"n": n}), n) for n in range(3)]
@@ -87,7 +64,7 @@ async def test_offsets_are_committed_after_the_sink_acknowledged():
 
 
 async def test_refused_and_undecodable_records_are_dead_lettered_with_the_answer():
-    sink = FakeSink()
+    sink = refusing_sink()
     made = stage(sink)
     records = [
         Record(orjson.dumps({"n": 0}), 0),
@@ -112,7 +89,7 @@ async def test_refused_and_undecodable_records_are_dead_lettered_with_the_answer
 
 
 async def test_status_is_scraped_from_the_sinks():
-    sink = FakeSink()
+    sink = refusing_sink()
     metrics = Metrics()
     metrics.registry.register(SinkCollector(lambda: [sink]))
     made = stage(sink)
