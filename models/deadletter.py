@@ -31,7 +31,15 @@ class DeadLetter(BaseModel):
     error: DeadLetterError
     reason: str = Field(description="Human-readable, naming the field path.")
     field: str | None = Field(None, description="Path of the first offending field, if any.")
-    family: str
+    family: str = Field(
+        description="The event family (city, services, security); for a record that is not "
+        "an event: aggregates, rules, or the sink stage's name (sink-<name>)."
+    )
+    stage: str | None = Field(
+        None,
+        description="The stage that rejected it: ingest, windows, cases, rules-route, rules or "
+        "sink-<name>; null in records written before the field existed.",
+    )
     rejected_at: datetime
 
     @staticmethod

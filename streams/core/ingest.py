@@ -122,6 +122,7 @@ def process_message(
 def dead_letter(
     rejected: Rejected,
     *,
+    stage: str,
     family: str,
     topic: str,
     partition: int,
@@ -129,7 +130,8 @@ def dead_letter(
     key: bytes | None,
     now: datetime,
 ) -> bytes:
-    """The `ioc.deadletter` record for one rejection, as JSON bytes."""
+    """The `ioc.deadletter` record for one rejection, as JSON bytes: `stage` is the stage
+    that rejected it, `family` what it was (models.deadletter)."""
     record = DeadLetter(
         source_topic=topic,
         partition=partition,
@@ -141,6 +143,7 @@ def dead_letter(
         reason=rejected.reason,
         field=rejected.field,
         family=family,
+        stage=stage,
         rejected_at=now,
     )
     return record.model_dump_json().encode()

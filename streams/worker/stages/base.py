@@ -19,12 +19,14 @@ import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from mode import Service
 
 from models.errors import DeliveryFailed
+from streams.core.ingest import Rejected, dead_letter
 from streams.worker.changelog import Checkpointer, Recovered, read_to_end
 from streams.worker.kafka import client_options
 from streams.worker.metrics import Metrics
@@ -37,6 +39,22 @@ __all__ = ["BatchStage", "ChangelogStage", "ProducerOutbox", "merge_by_timestamp
 log = logging.getLogger(__name__)
 
 CrashHandler = Callable[[BaseException], Awaitable[None]]
+
+
+class Located(Protocol):
+    """Where a record came from and what it held: an aiokafka ConsumerRecord or a
+    sinks.base.SinkRecord."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 def merge_by_timestamp(
@@ -314,10 +332,17 @@ class BatchStage(Service):
                 time.perf_counter() - started
             )
 
-    async def send_dead_letter(self, key: bytes | None, letter: bytes, error: str) -> None:
-        """Send a dead letter (streams.core.ingest `dead_letter`) to ioc.deadletter, counted
-        in `ioc_deadletters_total{stage, error}`."""
-        await self.outbox.send(DEADLETTER, key, letter)
+    async def reject(self, record: Located, error: str, reason: str, *, family: str) -> None:
+        """The one way a stage dead-letters a record it cannot use: an `ioc.deadletter`
+        record naming this stage (models.deadletter), counted in
+        `ioc_deadletters_total{stage, error}`. `family` is what the record was: an event
+        family, `aggregates`, `rules`, or the sink stage's title."""
+        letter = dead_letter(
+            Rejected(None, record.value or b"", error, reason), stage=self.title, family=family,
+            topic=record.topic, partition=record.partition, offset=record.offset,
+            key=record.key, now=datetime.now(UTC),
+        )  # fmt: skip
+        await self.outbox.send(DEADLETTER, record.key, letter)
         self.metrics.deadletters.labels(self.title, error).inc()
 
     def lag(self) -> dict[TopicPartition, int]:

@@ -19,14 +19,12 @@ book is rebuilt from it and reading resumes at that offset.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import orjson
 from aiokafka import TopicPartition
 
 from streams.core.cases import BacklogReporter, CaseBook
-from streams.core.ingest import Rejected, dead_letter
 from streams.worker.changelog import replay
 from streams.worker.metrics import Metrics
 from streams.worker.settings import Settings
@@ -71,14 +69,21 @@ class CaseStage(ChangelogStage):
         for record in records:
             if record.value is None:
                 # A tombstone: no bytes to decode, and none for the dead letter's `raw`.
-                await self._dead_letter(tp, record, "not a validated service event: null value")
+                await self.reject(
+                    record, "schema", "not a validated service event: null value", family="services"
+                )
                 continue
             try:
                 book.apply(orjson.loads(record.value))
             except (ValueError, KeyError, TypeError) as exc:
                 # Ingest wrote this topic, so only a foreign producer gets here (the
                 # JSON decode error is a ValueError too): reject the record, keep going.
-                await self._dead_letter(tp, record, f"not a validated service event: {_why(exc)}")
+                await self.reject(
+                    record,
+                    "schema",
+                    f"not a validated service event: {_why(exc)}",
+                    family="services",
+                )
         self.metrics.case_events.inc(len(records))
 
     async def tick(self, now_ms: int) -> None:
@@ -126,11 +131,3 @@ class CaseStage(ChangelogStage):
         for tp in revoked:
             self.books.pop(tp, None)
             self._reporters.pop(tp, None)
-
-    async def _dead_letter(self, tp: TopicPartition, record: Any, reason: str) -> None:
-        letter = dead_letter(
-            Rejected(None, record.value or b"", "schema", reason), family="services",
-            topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
-            now=datetime.now(UTC),
-        )  # fmt: skip
-        await self.send_dead_letter(record.key, letter, "schema")

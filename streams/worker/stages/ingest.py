@@ -60,12 +60,12 @@ class Ingestor:
             self._accepted.inc()
         for rejected in result.rejected:
             letter = dead_letter(
-                rejected, family=self.family, topic=topic, partition=partition,
-                offset=record.offset, key=record.key, now=now,
+                rejected, stage=IngestStage.name, family=self.family, topic=topic,
+                partition=partition, offset=record.offset, key=record.key, now=now,
             )  # fmt: skip
             await self.outbox.send(DEADLETTER, record.key, letter)
             self.metrics.rejected.labels(self.family, rejected.error).inc()
-            # The stage's BatchStage.send_dead_letter counts these; the Ingestor sends
+            # BatchStage.reject counts a stage's dead letters; the Ingestor sends
             # through its own outbox, so it counts them itself, as the ingest stage's.
             self.metrics.deadletters.labels(IngestStage.name, rejected.error).inc()
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -29,7 +28,6 @@ from models.derived import aggregate_outputs
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
 from models.rules import Rule
-from streams.core.ingest import Rejected, dead_letter
 from streams.core.rules.engine import RuleEngine
 from streams.core.rules.plan import RouteTable, RuleInput
 from streams.core.windows import Aggregate
@@ -81,10 +79,13 @@ class RuleRouter(BatchStage):
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         family = self.family.get(tp.topic)
+        what = family or "aggregates"
         send, inputs_topic = self.outbox.send, self.inputs_topic
         for record in records:
             if record.value is None:
-                await self._dead_letter(tp, record, "not a validated record: null value")
+                await self.reject(
+                    record, "schema", "not a validated record: null value", family=what
+                )
                 continue
             try:
                 value = orjson.loads(record.value)
@@ -97,19 +98,11 @@ class RuleRouter(BatchStage):
             except (orjson.JSONDecodeError, EventTimeError, KeyError) as exc:
                 # Ingest and the window stage wrote these topics, so only a foreign
                 # producer gets here: reject the record, keep routing the rest.
-                await self._dead_letter(tp, record, f"not a validated record: {exc}")
+                await self.reject(record, "schema", f"not a validated record: {exc}", family=what)
                 continue
             for item in inputs:
                 await send(inputs_topic, item.key, item.to_json())
                 self._routed[item.rule].inc()
-
-    async def _dead_letter(self, tp: TopicPartition, record: Any, reason: str) -> None:
-        letter = dead_letter(
-            Rejected(None, record.value or b"", "schema", reason),
-            family=self.family.get(tp.topic, "aggregates"), topic=tp.topic,
-            partition=tp.partition, offset=record.offset, key=record.key, now=datetime.now(UTC),
-        )  # fmt: skip
-        await self.send_dead_letter(record.key, letter, "schema")
 
 
 class RuleStage(ChangelogStage):
@@ -151,7 +144,7 @@ class RuleStage(ChangelogStage):
             except (ValueError, TypeError, KeyError) as exc:
                 # The router wrote this topic: only a foreign producer or a rule
                 # removed since the input was routed gets here.
-                await self._dead_letter(tp, record, f"not a rule input: {exc!r}")
+                await self.reject(record, "schema", f"not a rule input: {exc!r}", family="rules")
                 continue
             if alerts:
                 await self._emit(alerts, record.timestamp)
@@ -213,11 +206,3 @@ class RuleStage(ChangelogStage):
         for tp in revoked:
             self.engines.pop(tp, None)
             self._stale.pop(tp, None)
-
-    async def _dead_letter(self, tp: TopicPartition, record: Any, reason: str) -> None:
-        letter = dead_letter(
-            Rejected(None, record.value or b"", "schema", reason), family="rules",
-            topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
-            now=datetime.now(UTC),
-        )  # fmt: skip
-        await self.send_dead_letter(record.key, letter, "schema")

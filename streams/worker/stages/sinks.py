@@ -20,7 +20,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import orjson
@@ -28,7 +27,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from sinks.base import Sink, SinkRecord
-from streams.core.ingest import Rejected, dead_letter
 from streams.worker.metrics import Metrics
 from streams.worker.settings import Settings
 from streams.worker.stages.base import BatchStage
@@ -106,7 +104,7 @@ class SinkStage(BatchStage):
         for record in records:
             decoded, reason = _decoded(record.value)
             if decoded is None:
-                await self._dead_letter(record, tp, reason)
+                await self.reject(record, "schema", reason, family=self.title)
                 continue
             batch.append(
                 SinkRecord(tp.topic, tp.partition, record.offset, record.key, record.value, decoded)
@@ -119,13 +117,8 @@ class SinkStage(BatchStage):
 
     async def before_commit(self) -> None:
         for rejection in await self.sink.flush():
-            record = rejection.record
-            letter = dead_letter(
-                Rejected(None, record.value, "sink", f"{self.sink.name}: {rejection.reason}"),
-                family=self.title, topic=record.topic, partition=record.partition,
-                offset=record.offset, key=record.key, now=datetime.now(UTC),
-            )  # fmt: skip
-            await self.send_dead_letter(record.key, letter, "sink")
+            reason = f"{self.sink.name}: {rejection.reason}"
+            await self.reject(rejection.record, "sink", reason, family=self.title)
 
     async def on_stop(self) -> None:
         try:
@@ -138,14 +131,6 @@ class SinkStage(BatchStage):
         finally:
             self.sink.status.state = "stopped"
             await self.sink.close()
-
-    async def _dead_letter(self, record: Any, tp: TopicPartition, reason: str) -> None:
-        letter = dead_letter(
-            Rejected(None, record.value or b"", "schema", reason), family=self.title,
-            topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
-            now=datetime.now(UTC),
-        )  # fmt: skip
-        await self.send_dead_letter(record.key, letter, "schema")
 
 
 def _decoded(value: bytes | None) -> tuple[dict[str, Any] | None, str]:

@@ -26,7 +26,6 @@ from aiokafka import TopicPartition
 from models.aggregates import Aggregate
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
-from streams.core.ingest import Rejected, dead_letter
 from streams.core.windows import HourlyAqi, LateEvent, WindowEngine, WindowResult
 from streams.core.windows.store import RocksStores
 from streams.worker.changelog import replay
@@ -88,10 +87,12 @@ class WindowStage(ChangelogStage):
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         engine = self.engines[tp.topic]
         partition = _name(tp)
+        family = self.family[tp.topic]
         results: list[WindowResult] = []
         for record in records:
             if record.value is None:
-                await self._dead_letter(tp, record, "schema", "not a validated event: null value")
+                reason = "not a validated event: null value"
+                await self.reject(record, "schema", reason, family=family)
                 continue
             try:
                 event = orjson.loads(record.value)
@@ -101,7 +102,7 @@ class WindowStage(ChangelogStage):
             except (orjson.JSONDecodeError, EventTimeError) as exc:
                 # Ingest wrote this topic, so only a foreign producer gets here: reject
                 # the record rather than stop every window of the partition.
-                await self._dead_letter(tp, record, "schema", f"not a validated event: {exc}")
+                await self.reject(record, "schema", f"not a validated event: {exc}", family=family)
                 continue
             late: LateEvent | None = None
             for output in outputs:
@@ -113,8 +114,8 @@ class WindowStage(ChangelogStage):
             if late is not None:  # one dead letter per record, however many windows
                 start = datetime.fromtimestamp(late.window_start / 1000, UTC).isoformat()
                 reason = f"late: the {late.aggregate} window starting at {start} had closed"
-                await self._dead_letter(tp, record, "late", reason)
-        self.metrics.window_events.labels(self.family[tp.topic]).inc(len(records))
+                await self.reject(record, "late", reason, family=family)
+        self.metrics.window_events.labels(family).inc(len(records))
         await self._emit(partition, results)
         derived = self.derived.get(tp.topic)
         if derived is not None and results:
@@ -191,11 +192,3 @@ class WindowStage(ChangelogStage):
             self.metrics.window_results.labels(result.aggregate, str(result.final)).inc()
             if result.final:
                 self.latest.update(partition, result)
-
-    async def _dead_letter(self, tp: TopicPartition, record: Any, error: str, reason: str) -> None:
-        letter = dead_letter(
-            Rejected(None, record.value or b"", error, reason), family=self.family[tp.topic],
-            topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
-            now=datetime.now(UTC),
-        )  # fmt: skip
-        await self.send_dead_letter(record.key, letter, error)

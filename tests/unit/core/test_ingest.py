@@ -70,6 +70,7 @@ def test_dead_letter_record_has_every_contract_field():
     [rejected] = process_message("city", b'{"type": 1', INGEST, NOW).rejected
     raw = dead_letter(
         rejected,
+        stage="ingest",
         family="city",
         topic="ioc.city.observations",
         partition=3,
@@ -83,6 +84,7 @@ def test_dead_letter_record_has_every_contract_field():
     assert record.original() == b'{"type": 1'
     assert base64.b64decode(orjson.loads(raw)["raw"]) == b'{"type": 1'
     assert record.error == "json" and record.rejected_at == NOW
+    assert (record.stage, record.family) == ("ingest", "city")
     assert record.reason.startswith("not valid JSON")
 
 

@@ -42,6 +42,8 @@ class Record:
     offset: int
     key: bytes | None = b"k"
     timestamp: int = WALL
+    topic: str = TP.topic  # where aiokafka's ConsumerRecord says it was read
+    partition: int = TP.partition
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -85,7 +87,7 @@ class Echo(BatchStage):
         self.handled = [*getattr(self, "handled", []), len(records)]
         for record in records:
             if record.value is None:
-                await self.send_dead_letter(record.key, b"{}", "schema")
+                await self.reject(record, "schema", "null value", family="city")
 
 
 def echo(metrics: Metrics, consumer: LagConsumer) -> Echo:

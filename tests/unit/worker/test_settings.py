@@ -14,7 +14,7 @@ def env_names(model: type[BaseModel], prefix: str = "IOC_") -> list[str]:
     names = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
-        # An optional section (`SinkTarget | None`) is set through its fields too.
+        # An optional section (`TimeseriesConfig | None`) is set through its fields too.
         sections = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(sections) == 1:
             annotation = sections[0]

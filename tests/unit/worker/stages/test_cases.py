@@ -26,6 +26,8 @@ class Record:
     offset: int
     key: bytes | None = b"k"
     timestamp: int = 0  # when Kafka got it
+    topic: str = TP.topic  # where aiokafka's ConsumerRecord says it was read
+    partition: int = TP.partition
 
 
 class Consumer:
@@ -71,7 +73,8 @@ async def test_records_that_are_not_service_events_are_dead_lettered(stage):
     letters = [DeadLetter.model_validate_json(value) for _, value in sent(stage, DEADLETTER)]
     assert [letter.offset for letter in letters] == [1, 2, 3, 4, 5, 6]
     assert {letter.error for letter in letters} == {"schema"}
-    assert {letter.family for letter in letters} == {"services"}
+    assert {(letter.stage, letter.family) for letter in letters} == {("cases", "services")}
+    assert {(letter.source_topic, letter.partition) for letter in letters} == {(TP.topic, 2)}
     reasons = [letter.reason for letter in letters]
     assert all(reason.startswith("not a validated service event: ") for reason in reasons)
     assert reasons[1].endswith("null value")

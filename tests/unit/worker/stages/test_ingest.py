@@ -71,6 +71,7 @@ async def test_array_with_one_bad_element(outbox, metrics):
     [(key, value)] = outbox.on(DEADLETTER)
     letter = DeadLetter.model_validate_json(value)
     assert key == b"gateway-7" and letter.key == "gateway-7"
+    assert (letter.stage, letter.family) == ("ingest", "city")
     assert (letter.source_topic, letter.partition, letter.offset, letter.element) == (
         "ioc.city.observations", 1, 41, 1)  # fmt: skip
     assert letter.reason == "[1] pm25: concentration must not be negative (got -3.0)"

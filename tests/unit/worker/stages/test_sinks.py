@@ -24,6 +24,8 @@ class Record:
     value: bytes | None
     offset: int
     key: bytes | None = b"k"
+    topic: str = TP.topic  # where aiokafka's ConsumerRecord says it was read
+    partition: int = TP.partition
 
 
 def refusing_sink() -> MemorySink:
@@ -81,6 +83,9 @@ async def test_refused_and_undecodable_records_are_dead_lettered_with_the_answer
         for _, value in outbox.on(DEADLETTER)
     }
     assert sorted(letters) == [1, 2, 3]
+    assert {(letter.stage, letter.family) for letter in letters.values()} == {
+        ("sink-fake", "sink-fake")
+    }
     assert letters[1].error == "sink"
     assert letters[1].reason == "fake: 400 Bad Request: field type conflict"
     assert letters[1].original() == records[1].value

@@ -30,6 +30,8 @@ class Record:
     value: bytes
     offset: int
     key: bytes = b"HD-AQ-001"
+    topic: str = TP.topic  # where aiokafka's ConsumerRecord says it was read
+    partition: int = TP.partition
 
 
 class Consumer:
@@ -167,6 +169,9 @@ async def test_records_not_from_ingest_are_dead_lettered_and_the_batch_goes_on()
     outbox: MemoryOutbox = made.outbox  # type: ignore[assignment]
     letters = [orjson.loads(value) for _, value in outbox.on(DEADLETTER)]
     assert [(d["offset"], d["error"]) for d in letters] == [(n, "schema") for n in range(4)]
+    assert {(d["stage"], d["family"], d["source_topic"]) for d in letters} == {
+        ("windows", "city", TP.topic)
+    }
     assert letters[0]["reason"] == "not a validated event: null value" and letters[0]["raw"] == ""
     assert letters[3]["reason"] == "not a validated event: expected a JSON object, got list"
     assert made.engines[TP.topic].cached_entries() > 0  # the valid readings were counted

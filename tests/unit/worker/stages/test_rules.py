@@ -1,0 +1,67 @@
+"""The rule router and the rule stage dead-letter what is not theirs and go on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import TopicPartition
+
+from models.aggregates import default_aggregates
+from models.deadletter import DeadLetter
+from models.rulefile import default_rules
+from streams.worker import topics
+from streams.worker.metrics import Metrics
+from streams.worker.outbox import MemoryOutbox
+from streams.worker.settings import Settings
+from streams.worker.stages.rules import RuleRouter, RuleStage
+from streams.worker.topics import AGGREGATES, DEADLETTER, VALIDATED
+
+SETTINGS = Settings(_env_file=None)
+AGGREGATES_PACK = default_aggregates()
+RULES = default_rules(AGGREGATES_PACK)
+
+
+@dataclass
+class Record:
+    topic: str
+    value: bytes | None
+    offset: int
+    key: bytes | None = b"k"
+    partition: int = 1
+    timestamp: int = 0
+
+
+def letters(outbox: MemoryOutbox) -> list[DeadLetter]:
+    return [DeadLetter.model_validate_json(value) for _, value in outbox.on(DEADLETTER)]
+
+
+async def test_the_router_dead_letters_foreign_records_naming_itself_and_what_they_were():
+    router = RuleRouter(SETTINGS, Metrics(), RULES, AGGREGATES_PACK)
+    router._outbox = outbox = MemoryOutbox()  # type: ignore[assignment]
+    security = TopicPartition(VALIDATED["security"], 1)
+    finals = TopicPartition(AGGREGATES, 1)
+    await router.handle(
+        security, [Record(security.topic, None, 0), Record(security.topic, b"[1]", 1)], 0
+    )
+    await router.handle(finals, [Record(finals.topic, b"{not json", 7)], 0)
+    got = [(d.stage, d.family, d.source_topic, d.offset, d.error) for d in letters(outbox)]
+    assert got == [
+        ("rules-route", "security", security.topic, 0, "schema"),
+        ("rules-route", "security", security.topic, 1, "schema"),
+        ("rules-route", "aggregates", AGGREGATES, 7, "schema"),
+    ]
+    assert outbox.on(topics.rule_inputs(SETTINGS.app_id)) == []
+
+
+async def test_the_rule_stage_dead_letters_what_is_not_a_rule_input():
+    stage = RuleStage(SETTINGS, Metrics(), RULES, AGGREGATES_PACK)
+    stage._outbox = outbox = MemoryOutbox()  # type: ignore[assignment]
+    inputs = TopicPartition(topics.rule_inputs(SETTINGS.app_id), 1)
+    stage.engines[inputs] = stage._engine()
+    foreign = [orjson.dumps({"rule": "no-such-rule"}), b"\xff", orjson.dumps([])]
+    await stage.handle(inputs, [Record(inputs.topic, v, n) for n, v in enumerate(foreign)], 0)
+    got = letters(outbox)
+    assert [(d.stage, d.family, d.offset) for d in got] == [("rules", "rules", n) for n in range(3)]
+    assert all(d.reason.startswith("not a rule input: ") for d in got)
+    assert outbox.on(topics.ALERTS) == []
