@@ -2,11 +2,14 @@
 
 The same code as the worker, in one process and one partition: ingest's validation
 (`process_message`), the window engines and the derived hourly AQI, the rule routes
-and the rule engine. Time is the recording's event time only: the watermark is the
-newest event time seen minus the allowed lateness, and nothing is closed by a wall
-clock, so a backtest of one file always gives the same alerts. What the recording
-ends in is left as it is: windows still open give no finals, alerts still firing are
-reported firing.
+and the rule engine. The recording is merged by event time first (a stable sort of
+the accepted events: those of one time keep the recording's order), which is the
+order the live pipeline's per-source watermarks reconstruct whatever the delivery
+order; so each family's, aggregate's and rule's watermark is the newest event time it
+has seen minus the allowed lateness, nothing is late unless the recording itself has
+an event older than that, and nothing is closed by a wall clock: a backtest of one
+file always gives the same alerts. What the recording ends in is left as it is:
+windows still open give no finals, alerts still firing are reported firing.
 
 Not replayed: `case_backlog` (the case stage judges overdue by the wall clock at
 reporting time, which a recording does not have), so rules on it never fire here.
@@ -33,7 +36,8 @@ from models.families import TIME_FIELDS
 from models.results import WindowResult
 from models.rules import Rule
 from streams.core.ingest import process_message
-from streams.core.rules.engine import RuleEngine
+from streams.core.rules.engine import LateInput, RuleEngine
+from streams.core.rules.plan import RuleInput
 from streams.core.windows import WindowEngine
 from streams.core.windows.hourly_aqi import HourlyAqi
 from streams.core.windows.plan import event_time_ms, getter
@@ -53,6 +57,7 @@ class BacktestResult:
     alerts: list[Alert] = field(default_factory=list)
     events: int = 0  # accepted events
     rejected: int = 0  # messages or elements ingest would dead-letter
+    late: int = 0  # events late for a window, or rule inputs late for their rule
     skipped: list[str] = field(default_factory=list)  # lines neither format
 
 
@@ -108,7 +113,6 @@ def backtest(
     clock, the newest event time accepted so far (`start`, or the wall clock, before
     the first), not today's: a recorded future-dated event is rejected as it was live.
     """
-    clock = start or datetime.now(UTC)
     time_of: dict[str, Any] = {family: getter(TIME_FIELDS[family]) for family in SOURCE}
     lateness_ms = int(settings.windows.allowed_lateness_s * 1000)
     never_idle = 1 << 62  # event time only: the wall clock plays no part
@@ -130,15 +134,49 @@ def backtest(
     result = BacktestResult()
     alerts = result.alerts
     next_advance = -(1 << 62)
-    clock_ms = -(1 << 62)
+
+    def feed_rules(items: list[RuleInput]) -> None:
+        for item in items:
+            outcome = rule_engine.process(item, 0)
+            if type(outcome) is LateInput:
+                result.late += 1
+            else:
+                alerts.extend(outcome)  # type: ignore[arg-type]
 
     def feed_results(results: list[WindowResult]) -> None:
         if derived is not None:
             results = results + derived.derive("p", results)
         for window_result in results:
-            for item in table.aggregate_inputs(orjson.loads(window_result.to_json())):
-                alerts.extend(rule_engine.process(item, 0))
+            feed_rules(table.aggregate_inputs(orjson.loads(window_result.to_json())))
 
+    for family, event_ms, event in _merged(lines, settings, start, time_of, result):
+        engine = engines.get(family)
+        if engine is not None:
+            outputs = engine.process("p", event, 0)
+            finals = [o for o in outputs if isinstance(o, WindowResult)]
+            if len(finals) < len(outputs):
+                result.late += 1
+            if finals:
+                feed_results(finals)
+        feed_rules(table.event_inputs(family, event))
+        if event_ms >= next_advance:
+            alerts.extend(rule_engine.advance(0))
+            next_advance = event_ms + _ADVANCE_EVERY_MS
+    alerts.extend(rule_engine.advance(0))
+    return result
+
+
+def _merged(
+    lines: Iterable[bytes],
+    settings: Settings,
+    start: datetime | None,
+    time_of: dict[str, Any],
+    result: BacktestResult,
+) -> list[tuple[str, int, dict[str, Any]]]:
+    """The recording's accepted events as (family, event time, event), by event time."""
+    clock = start or datetime.now(UTC)
+    clock_ms = -(1 << 62)
+    events: list[tuple[str, int, dict[str, Any]]] = []
     for entry in read_lines(lines):
         if isinstance(entry, str):
             result.skipped.append(entry)
@@ -150,18 +188,9 @@ def backtest(
             event = orjson.loads(accepted.value)
             result.events += 1
             event_ms = event_time_ms(time_of[family](event))
+            events.append((family, event_ms, event))
             if event_ms > clock_ms:
                 clock_ms = event_ms
                 clock = datetime.fromtimestamp(event_ms / 1000, UTC)
-            engine = engines.get(family)
-            if engine is not None:
-                finals = [o for o in engine.process("p", event, 0) if isinstance(o, WindowResult)]
-                if finals:
-                    feed_results(finals)
-            for item in table.event_inputs(family, event):
-                alerts.extend(rule_engine.process(item, 0))
-            if rule_engine.newest_ms >= next_advance:
-                alerts.extend(rule_engine.advance(0))
-                next_advance = rule_engine.newest_ms + _ADVANCE_EVERY_MS
-    alerts.extend(rule_engine.advance(0))
-    return result
+    events.sort(key=lambda entry: entry[1])  # stable: ties keep the recording's order
+    return events

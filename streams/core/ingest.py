@@ -43,6 +43,7 @@ class Accepted:
     key: bytes | None
     value: bytes  # the normalised event as JSON
     event_id: str | None
+    event_ms: int  # its event time, epoch ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,7 @@ def _accept(family: str, obj: Any, context: dict[str, Any]) -> Accepted:
         key=key.encode() if key is not None else None,
         value=event.model_dump_json(by_alias=True, exclude_none=True).encode(),
         event_id=spec.event_id(event),
+        event_ms=int(event.event_time.timestamp() * 1000),
     )
 
 

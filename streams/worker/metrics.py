@@ -71,6 +71,11 @@ class Metrics:
             "Events for windows that had already closed (dead-lettered as late), by aggregate.",
             ["aggregate"], registry=self.registry,
         )  # fmt: skip
+        self.late_rule_inputs = Counter(
+            "ioc_rules_late_inputs",
+            "Rule inputs older than their rule's watermark (dead-lettered as late), by rule.",
+            ["rule"], registry=self.registry,
+        )  # fmt: skip
         self.window_results = Counter(
             "ioc_windows_results", "Window results produced, by aggregate and final flag.",
             ["aggregate", "final"], registry=self.registry,

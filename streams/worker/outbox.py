@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from streams.core.progress import Frontier
+
 __all__ = ["MemoryOutbox", "Outbox"]
 
 
@@ -15,18 +17,26 @@ class Outbox(Protocol):
     async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Buffer a record; it is durable once the stage's next checkpoint returns."""
 
+    async def send_progress(self, topic: str, frontiers: list[Frontier]) -> None:
+        """A progress record (streams.core.progress) to every partition of `topic`,
+        after what was sent there before."""
+
 
 class MemoryOutbox:
     """Keeps what was sent, per topic, in order: for tests."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.progress: list[tuple[str, list[Frontier]]] = []
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
     ) -> None:
         """Also takes what a stage's checkpoint sends: tombstones, explicit partitions."""
         self.sent.append((topic, key, value))
+
+    async def send_progress(self, topic: str, frontiers: list[Frontier]) -> None:
+        self.progress.append((topic, frontiers))
 
     async def flush(self) -> None:
         """Everything sent is already 'durable'."""

@@ -75,6 +75,11 @@ class IngestSettings(_Section):
     max_future_s: float = Field(300.0, ge=0, description="Tolerated clock skew of event times.")
     dedup_horizon_s: float = Field(3600.0, ge=0, description="How long an event id is remembered.")
     dedup_max_ids: int = Field(200_000, ge=0, description="Bound on remembered ids per family.")
+    idle_timeout_s: float = Field(
+        30.0, gt=0,
+        description="A source partition caught up and silent this long is idle: it no longer "
+        "holds back event time downstream, and its own runs on with the wall clock.",
+    )  # fmt: skip
 
 
 class WindowSettings(_Section):
@@ -82,10 +87,13 @@ class WindowSettings(_Section):
         None, description="Aggregates YAML file; the default pack when unset."
     )
     allowed_lateness_s: float = Field(
-        5.0, ge=0, description="Watermark = highest event time seen − this, per partition."
+        5.0, ge=0, description="Watermark = the sources' event-time frontier − this."
     )
     idle_timeout_s: float = Field(
-        30.0, gt=0, description="After this long without events, wall clock moves a watermark."
+        30.0,
+        gt=0,
+        description="Without progress from upstream (a foreign producer), after this long "
+        "without events the wall clock moves a partition's watermark.",
     )
     # RocksDB is a spill area for state larger than RAM, rebuilt from the changelog on
     # every assignment; the changelog stays the only truth (streams.core.windows.store).

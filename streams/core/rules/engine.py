@@ -2,20 +2,28 @@
 
 Pure: `RuleInput`s in (streams.core.rules.plan), `Alert`s out, time given by the caller.
 Every input of a (rule, group) comes to the same partition, so a group's whole story
-is here. Time is event time: the partition's watermark is the newest input time seen
-minus `allowed_lateness_ms`; when no input has come for `idle_timeout_ms` of wall
-clock, `advance` moves it on with the wall clock from where the last input left it,
-so a sensor that goes silent with everything else on its partition still raises
-`sensor_silent` (the window engine does the same for windows).
+is here. Time is event time, and each rule has its own: the frontier of the sources
+that feed it (its family's events, or its aggregate's finals), from the progress
+records the router forwards (`observe_progress`, streams.core.progress), minus
+`allowed_lateness_ms`. A security backlog does not hold back the city's rules, the
+city's progress does not make security inputs late, and an absence is judged only
+against the progress of its own sources. An input older than its rule's watermark is
+late (`process` returns it as a `LateInput`, for a dead letter).
+
+A rule none of whose sources has sent progress (inputs from a foreign producer, or
+`ioc backtest`) keeps the older rule: the newest input time of that rule minus the
+lateness; when no input has come for `idle_timeout_ms` of wall clock, `advance` moves
+it on with the wall clock from where the last input left it.
 
 State is checkpointed per rule (`<rule>` → detector, lifecycle and the sums of
 aggregate rules as one JSON document) and only for the rules that changed since the
-last checkpoint; `@meta` keeps the watermark.
+last checkpoint; `@meta` keeps the rules' clocks and the sources' frontiers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -33,6 +41,7 @@ from models.rules import (
     SequenceRule,
     ThresholdRule,
 )
+from streams.core.progress import NEVER, Frontier, Progress
 from streams.core.rules.detectors import (
     AbsenceDetector,
     BaselineDetector,
@@ -49,12 +58,43 @@ from streams.core.rules.detectors._base import freeze
 from streams.core.rules.lifecycle import Lifecycle, Observation
 from streams.core.rules.plan import FIRST, THEN, RuleInput
 
-__all__ = ["RuleEngine", "RuleEvaluator"]
+__all__ = ["LateInput", "RuleEngine", "RuleEvaluator"]
 
 META: Final = "@meta"
 _NEVER: Final = -(1 << 62)
 
 Detector = Any  # the detector classes share advance/snapshot/restore, not a base
+
+
+@dataclass(frozen=True, slots=True)
+class LateInput:
+    """An input older than its rule's watermark: it changed nothing."""
+
+    rule: str
+    at_ms: int
+    watermark_ms: int
+
+
+def feed_of(rule: Rule) -> tuple[str, str]:
+    """The (kind, feed) of the progress a rule's time follows (streams.core.progress)."""
+    if rule.aggregate is not None:
+        return "aggregates", rule.aggregate
+    return "events", rule.family or ""
+
+
+class _Clock:
+    """One rule's event time on one partition."""
+
+    __slots__ = ("active_wall_ms", "newest_ms", "watermark", "watermark_at_active")
+
+    def __init__(self) -> None:
+        self.newest_ms = _NEVER  # newest input time seen (the rule without progress)
+        self.watermark = _NEVER
+        self.active_wall_ms: int | None = None  # wall clock of the last input
+        self.watermark_at_active = _NEVER
+
+    def dump(self) -> list[int]:
+        return [self.newest_ms, self.watermark]
 
 
 def _detector(rule: Rule) -> Detector:
@@ -111,11 +151,13 @@ class RuleEvaluator:
     """One rule on one partition: its detector, the sums of an aggregate rule that
     drops labels, and the lifecycle of its alerts."""
 
-    __slots__ = ("_sums", "detector", "kind", "lifecycle", "name", "summing")
+    __slots__ = ("_sums", "clock", "detector", "feed", "kind", "lifecycle", "name", "summing")
 
     def __init__(self, rule: Rule, summing: bool) -> None:
         self.name = rule.name
         self.kind = rule.kind
+        self.feed = feed_of(rule)
+        self.clock = _Clock()
         self.detector = _detector(rule)
         self.summing = summing
         # group → member (the dropped labels' values, as JSON) → its latest figure
@@ -189,27 +231,38 @@ class RuleEngine:
         self.evaluators = {name: self._fresh(name) for name in self._rules}
         self.allowed_lateness_ms = allowed_lateness_ms
         self.idle_timeout_ms = idle_timeout_ms
-        self.newest_ms = _NEVER  # newest input time seen
-        self.watermark = _NEVER
-        self._active_wall_ms: int | None = None  # wall clock of the last input
-        self._watermark_at_active = _NEVER
+        self.progress = Progress()
         self._dirty: set[str] = set()
         self._meta_dirty = False
 
     def _fresh(self, name: str) -> RuleEvaluator:
         return RuleEvaluator(self._rules[name], name in self._summed)
 
-    def process(self, item: RuleInput, now_ms: int) -> list[Alert]:
-        """One input: raises KeyError for an unknown rule and ValueError/TypeError for
-        an input of the wrong shape (neither comes from the router)."""
+    def watermark(self, rule: str) -> int | None:
+        """A rule's watermark (epoch ms), None before it has one."""
+        mark = self.evaluators[rule].clock.watermark
+        return None if mark == _NEVER else mark
+
+    def observe_progress(self, frontiers: list[Frontier]) -> None:
+        """A progress record read on the partition (the next `advance` follows it)."""
+        if self.progress.observe(frontiers):
+            self._meta_dirty = True
+
+    def process(self, item: RuleInput, now_ms: int) -> list[Alert] | LateInput:
+        """One input: its alert changes, or a LateInput. Raises KeyError for an unknown
+        rule and ValueError/TypeError for an input of the wrong shape (neither comes
+        from the router)."""
         evaluator = self.evaluators[item.rule]
+        clock = evaluator.clock
+        if item.at_ms < clock.watermark:
+            return LateInput(item.rule, item.at_ms, clock.watermark)
         observation = evaluator.observe(item)
         self._dirty.add(item.rule)
-        if item.at_ms > self.newest_ms:
-            self.newest_ms = item.at_ms
+        if item.at_ms > clock.newest_ms:
+            clock.newest_ms = item.at_ms
             self._meta_dirty = True
-        self._active_wall_ms = now_ms
-        self._watermark_at_active = max(self.watermark, self.newest_ms - self.allowed_lateness_ms)
+        clock.active_wall_ms = now_ms
+        clock.watermark_at_active = max(clock.watermark, clock.newest_ms - self.allowed_lateness_ms)
         if observation is None:
             return []
         return evaluator.lifecycle.update(observation)
@@ -217,26 +270,40 @@ class RuleEngine:
     def keep_alive(self, now_ms: int) -> None:
         """Not idle although nothing came: inputs are still waiting to be read, or the
         partition was just recovered (its idle clock starts now, not before a crash)."""
-        if self.newest_ms != _NEVER:
-            self._active_wall_ms = now_ms
-            self._watermark_at_active = max(
-                self.watermark, self.newest_ms - self.allowed_lateness_ms
-            )
+        for evaluator in self.evaluators.values():
+            clock = evaluator.clock
+            if clock.newest_ms != _NEVER:
+                clock.active_wall_ms = now_ms
+                clock.watermark_at_active = max(
+                    clock.watermark, clock.newest_ms - self.allowed_lateness_ms
+                )
+
+    def _target(self, evaluator: RuleEvaluator, now_ms: int) -> int:
+        """Where the rule's watermark should be now."""
+        kind, feed = evaluator.feed
+        if self.progress.knows(kind, feed):
+            frontier = self.progress.frontier(kind, feed)
+            if frontier is None or frontier == NEVER:
+                return _NEVER
+            return frontier - self.allowed_lateness_ms
+        clock = evaluator.clock
+        target = clock.newest_ms - self.allowed_lateness_ms
+        if clock.active_wall_ms is not None:
+            idle = now_ms - clock.active_wall_ms - self.idle_timeout_ms
+            if idle > 0:
+                target = max(target, clock.watermark_at_active + idle)
+        return target
 
     def advance(self, now_ms: int) -> list[Alert]:
         """Time passes (called about once a second with the wall clock): windows slide,
         silences become absences, `for` and keep_firing_for run out."""
-        watermark = self.newest_ms - self.allowed_lateness_ms
-        if self._active_wall_ms is not None:
-            idle = now_ms - self._active_wall_ms - self.idle_timeout_ms
-            if idle > 0:
-                watermark = max(watermark, self._watermark_at_active + idle)
-        if watermark <= self.watermark:
-            return []
-        self.watermark = watermark
-        self._meta_dirty = True
         out: list[Alert] = []
         for name, evaluator in self.evaluators.items():
+            watermark = self._target(evaluator, now_ms)
+            if watermark <= evaluator.clock.watermark:
+                continue
+            evaluator.clock.watermark = watermark
+            self._meta_dirty = True
             observations = evaluator.detector.advance(watermark)
             lifecycle = evaluator.lifecycle
             for observation in observations:
@@ -253,7 +320,9 @@ class RuleEngine:
         """(state key, payload) of what changed since the last call."""
         dirty = [(name, self.evaluators[name].snapshot()) for name in sorted(self._dirty)]
         if self._meta_dirty:
-            dirty.append((META, orjson.dumps([self.newest_ms, self.watermark])))
+            clocks = {name: e.clock.dump() for name, e in self.evaluators.items()}
+            meta = {"clocks": clocks, "sources": self.progress.dump()}
+            dirty.append((META, orjson.dumps(meta)))
         self._dirty.clear()
         self._meta_dirty = False
         return dirty  # type: ignore[return-value]
@@ -263,10 +332,10 @@ class RuleEngine:
         the caller to tombstone. A rule whose definition changed so that its state no
         longer fits its detector starts afresh."""
         stale: list[str] = []
+        meta: Any = None
         for key, payload in items:
             if key == META:
-                self.newest_ms, self.watermark = orjson.loads(payload)
-                self._watermark_at_active = self.watermark
+                meta = orjson.loads(payload)
                 continue
             evaluator = self.evaluators.get(key)
             if evaluator is None:
@@ -277,4 +346,15 @@ class RuleEngine:
             except (ValueError, KeyError, TypeError):
                 self.evaluators[key] = self._fresh(key)
                 self._dirty.add(key)
+        if type(meta) is list:  # written before each rule had its clock: one for all
+            newest, watermark = meta
+            meta = {"clocks": {name: [newest, watermark] for name in self.evaluators}}
+        if type(meta) is dict:
+            self.progress.load(meta.get("sources", []))
+            for name, (newest, watermark) in meta.get("clocks", {}).items():
+                evaluator = self.evaluators.get(name)
+                if evaluator is not None:
+                    clock = evaluator.clock
+                    clock.newest_ms, clock.watermark = newest, watermark
+                    clock.watermark_at_active = watermark
         return stale

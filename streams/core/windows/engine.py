@@ -3,8 +3,14 @@
 Per input partition (an opaque name such as "ioc.city.validated:3") the engine keeps
 a watermark, the open windows' accumulators and a deadline index:
 
-- watermark = highest event time seen on the partition − allowed lateness; after
-  `idle_timeout_ms` of wall-clock silence, `advance` moves it on with the wall clock;
+- watermark = the event-time frontier of the sources feeding the partition, from
+  the progress records ingest sends (`observe_progress`, streams.core.progress), −
+  allowed lateness: one source's head start or another's backlog does not make
+  the others' events late;
+- a partition that has had no progress record (only a foreign producer writes to
+  it) keeps the older rule: highest event time seen on it − allowed lateness, and
+  after `idle_timeout_ms` of wall-clock silence `advance` moves it on with the wall
+  clock;
 - a window [start, end) closes when the watermark reaches end + grace: its final
   `WindowResult` is returned once and its state evicted;
 - an event whose windows have all closed is returned as a `LateEvent` and changes
@@ -20,7 +26,8 @@ open windows, and a watermark step costs only the windows it closes.
 
 State for the changelog is one entry per pane (`take_dirty`), keyed
 `<aggregate>#<fingerprint>.<layout version>|<group values as JSON>|<pane start>`, plus
-`@watermark` ([watermark, wall clock of the last event, watermark then]). The
+`@watermark` ([watermark, wall clock of the last event, watermark then, the
+sources' frontiers]). The
 fingerprint changes with the aggregate's definition; state of a definition that no
 longer exists is tombstoned after `restore`. Changes pile up until `take_dirty` takes
 them, so a stage must call it at every checkpoint.
@@ -43,6 +50,7 @@ from models.aggregates import Aggregate
 from models.errors import EventTimeError
 from models.families import DISCRIMINATORS, TIME_FIELDS
 from models.results import WindowResult
+from streams.core.progress import NEVER, Frontier, Progress
 from streams.core.windows.plan import MISSING, Plan, event_time_ms
 from streams.core.windows.store import PaneKey, PaneStore, RocksPartition, RocksStores
 
@@ -130,6 +138,7 @@ class _Partition:
         "dirty",
         "meta_dirty",
         "panes",
+        "progress",
         "running",
         "spill",
         "stale",
@@ -153,6 +162,7 @@ class _Partition:
         self.deadlines: list[int] = []  # heap of the buckets' close times
         self.meta_dirty = False
         self.stale: list[str] = []  # restored keys that no aggregate owns: to tombstone
+        self.progress = Progress()  # the sources feeding the partition, once heard of
 
 
 class WindowEngine:
@@ -257,6 +267,8 @@ class WindowEngine:
                 p.running[index].add(pk)
         p.active_ms = now_ms
         p.meta_dirty = True
+        if p.progress.sources:
+            return out  # time moves with the sources' progress (observe_progress)
         target = t - self.allowed_lateness_ms
         if target > watermark:
             if p.deadlines and p.deadlines[0] <= target:
@@ -265,6 +277,43 @@ class WindowEngine:
                 p.watermark = target
         p.watermark_active = p.watermark
         return out
+
+    def observe_progress(self, partition: str, frontiers: list[Frontier]) -> list[WindowResult]:
+        """A progress record read on the partition: the finals its sources' frontier
+        closes."""
+        p = self._partitions.get(partition)
+        if p is None:
+            p = self._partitions[partition] = self._new_partition(partition)
+        if not p.progress.observe(frontiers):
+            return []
+        p.meta_dirty = True
+        return self._follow_progress(p)
+
+    def _follow_progress(self, p: _Partition) -> list[WindowResult]:
+        frontier = p.progress.frontier()
+        if frontier is None or frontier == NEVER:
+            return []
+        target = frontier - self.allowed_lateness_ms
+        out: list[Output] = []
+        if target > p.watermark:
+            self._close(p, target, out)
+            p.watermark_active = p.watermark
+        return out  # type: ignore[return-value]  # _close adds only WindowResults
+
+    def progress(self, partition: str) -> Progress | None:
+        """The partition's sources, once a progress record was read on it."""
+        p = self._partitions.get(partition)
+        return p.progress if p is not None and p.progress.sources else None
+
+    def aggregate_frontiers(self, partition: str) -> list[tuple[str, int]]:
+        """(aggregate, frontier) for what comes after on `ioc.aggregates`: every final
+        the partition reports from now on is of a window starting after the frontier
+        (its watermark − the aggregate's size + grace). Empty while the partition has no
+        progress of its sources or no watermark."""
+        p = self._partitions.get(partition)
+        if p is None or not p.progress.sources or p.watermark == _NEVER:
+            return []
+        return [(plan.name, p.watermark - plan.close_after) for plan in self._plans]
 
     def _new_partition(self, partition: str) -> _Partition:
         p = _Partition(len(self._plans))
@@ -387,8 +436,8 @@ class WindowEngine:
         out: dict[str, list[Output]] = {}
         idle_after = self.idle_timeout_ms
         for name, p in self._partitions.items():
-            if p.active_ms is None:
-                continue
+            if p.active_ms is None or p.progress.sources:
+                continue  # idleness of sources comes with their progress
             idle = now_ms - p.active_ms - idle_after
             if idle > 0 and p.watermark_active + idle > p.watermark:
                 # The watermark runs on with the wall clock from where the last event
@@ -457,9 +506,8 @@ class WindowEngine:
         if spill is not None:
             spill.commit()  # after the dirty sets are cleared: they pin the cache
         if p.meta_dirty or out:
-            out.append(
-                (WATERMARK_KEY, orjson.dumps([p.watermark, p.active_ms, p.watermark_active]))
-            )
+            meta = [p.watermark, p.active_ms, p.watermark_active, p.progress.dump()]
+            out.append((WATERMARK_KEY, orjson.dumps(meta)))
             p.meta_dirty = False
         return out
 
@@ -478,7 +526,9 @@ class WindowEngine:
         spill = p.spill
         meta = latest.pop(WATERMARK_KEY, None)
         if meta is not None:
-            p.watermark, p.active_ms, p.watermark_active = orjson.loads(meta)
+            p.watermark, p.active_ms, p.watermark_active, *sources = orjson.loads(meta)
+            if sources:  # written before sources were kept: none
+                p.progress.load(sources[0])
         for state_key, payload in latest.items():
             if payload is None:
                 continue

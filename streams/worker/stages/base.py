@@ -26,7 +26,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from mode import Service
 
 from models.errors import DeliveryFailed
+from streams.core import progress
 from streams.core.ingest import Rejected, dead_letter
+from streams.core.progress import Frontier
 from streams.worker.changelog import Checkpointer, Recovered, read_to_end
 from streams.worker.kafka import client_options
 from streams.worker.metrics import Metrics
@@ -92,10 +94,22 @@ class ProducerOutbox:
             self._failure = future.exception()
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        pending = await self._producer.send(topic, value, key=key, partition=partition)
+        pending = await self._producer.send(
+            topic, value, key=key, partition=partition, headers=headers
+        )
         pending.add_done_callback(self._check)
+
+    async def send_progress(self, topic: str, frontiers: list[Frontier]) -> None:
+        value = progress.encode(frontiers)
+        for partition in sorted(await self._producer.partitions_for(topic)):
+            await self.send(topic, None, value, partition, progress.HEADERS)
 
     async def flush(self) -> None:
         await self._producer.flush()

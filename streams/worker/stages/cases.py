@@ -25,6 +25,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from streams.core.cases import BacklogReporter, CaseBook
+from streams.core.progress import is_progress
 from streams.worker.changelog import replay
 from streams.worker.metrics import Metrics
 from streams.worker.settings import Settings
@@ -67,6 +68,8 @@ class CaseStage(ChangelogStage):
         book = self.books[tp]
         self._newest_ms[tp] = records[-1].timestamp
         for record in records:
+            if record.headers and is_progress(record.headers):
+                continue  # ingest's event-time progress: cases judge by the wall clock
             if record.value is None:
                 # A tombstone: no bytes to decode, and none for the dead letter's `raw`.
                 await self.reject(

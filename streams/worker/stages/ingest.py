@@ -14,7 +14,9 @@ from typing import Any, ClassVar, Protocol
 from aiokafka import TopicPartition
 
 from models.families import FAMILY_NAMES, Family
+from streams.core import progress
 from streams.core.ingest import RecentIds, dead_letter, process_message
+from streams.core.progress import NEVER, Frontier, SourceClock
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import Outbox
 from streams.worker.settings import IngestSettings, Settings
@@ -22,6 +24,8 @@ from streams.worker.stages.base import BatchStage
 from streams.worker.topics import DEADLETTER, SOURCE, VALIDATED
 
 __all__ = ["IngestStage", "Ingestor"]
+
+FAMILY_OF_SOURCE: dict[str, Family] = {topic: family for family, topic in SOURCE.items()}
 
 
 class Record(Protocol):
@@ -49,15 +53,20 @@ class Ingestor:
         self._accepted = metrics.accepted.labels(family)
         self._duplicates = metrics.duplicates.labels(family)
 
-    async def ingest(self, topic: str, partition: int, record: Record, now: datetime) -> None:
+    async def ingest(self, topic: str, partition: int, record: Record, now: datetime) -> int:
+        """Validate one message and send what it holds on; returns the newest event
+        time sent (NEVER if none)."""
         result = process_message(self.family, record.value, self.settings, now)
         self._messages.inc()
+        newest = NEVER
         for item in result.accepted:
             if item.event_id is not None and self.recent.seen(item.event_id, time.monotonic()):
                 self._duplicates.inc()
                 continue
             await self.outbox.send(self.validated_topic, item.key, item.value)
             self._accepted.inc()
+            if item.event_ms > newest:
+                newest = item.event_ms
         for rejected in result.rejected:
             letter = dead_letter(
                 rejected, stage=IngestStage.name, family=self.family, topic=topic,
@@ -68,10 +77,15 @@ class Ingestor:
             # BatchStage.reject counts a stage's dead letters; the Ingestor sends
             # through its own outbox, so it counts them itself, as the ingest stage's.
             self.metrics.deadletters.labels(IngestStage.name, rejected.error).inc()
+        return newest
 
 
 class IngestStage(BatchStage):
-    """One consumer group over the three source topics; one Ingestor per family."""
+    """One consumer group over the three source topics; one Ingestor per family.
+
+    It keeps a `SourceClock` per source partition and sends their frontiers to every
+    partition of the family's validated topic (streams.core.progress): when assigned,
+    then about once a second when one moved, and every `progress.HEARTBEAT_S` regardless."""
 
     name: ClassVar[str] = "ingest"
     interleave: ClassVar[bool] = True  # its output mixes its input partitions
@@ -79,6 +93,9 @@ class IngestStage(BatchStage):
     def __init__(self, settings: Settings, metrics: Metrics, **kwargs: Any) -> None:
         super().__init__(settings, metrics, SOURCE.values(), **kwargs)
         self._ingestors: dict[str, Ingestor] = {}
+        self.clocks: dict[TopicPartition, SourceClock] = {}
+        self.idle_timeout_ms = int(settings.ingest.idle_timeout_s * 1000)
+        self._heartbeat_at = 0.0
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -90,5 +107,54 @@ class IngestStage(BatchStage):
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         ingestor = self._ingestors[tp.topic]
         now = datetime.fromtimestamp(now_ms / 1000, UTC)
+        newest = NEVER
         for record in records:
-            await ingestor.ingest(tp.topic, tp.partition, record, now)
+            sent = await ingestor.ingest(tp.topic, tp.partition, record, now)
+            if sent > newest:
+                newest = sent
+        clock = self.clocks.get(tp)
+        if clock is not None:
+            if newest != NEVER:
+                clock.saw(newest, now_ms)
+            else:
+                clock.busy(now_ms)  # read, if nothing accepted: not idle either
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        now_ms = int(time.time() * 1000)
+        for tp in assigned:
+            self.clocks[tp] = SourceClock(now_ms)
+        # Announced before any of their records: downstream waits for a new source
+        # instead of running ahead on the others'.
+        await self.send_progress(now_ms, force=True)
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.clocks.pop(tp, None)
+
+    async def tick(self, now_ms: int) -> None:
+        consumer = self.consumer
+        for tp, clock in self.clocks.items():
+            highwater = consumer.highwater(tp)
+            if highwater is None or self.positions.get(tp, -1) < highwater:
+                clock.busy(now_ms)  # records are waiting: catching up is not idle
+        beat = time.monotonic() >= self._heartbeat_at
+        await self.send_progress(now_ms, force=beat)
+
+    async def send_progress(self, now_ms: int, *, force: bool) -> None:
+        """Each family's source frontiers to its validated topic, if one moved."""
+        by_family: dict[Family, list[Frontier]] = {}
+        moved: set[Family] = set()
+        for tp, clock in sorted(self.clocks.items()):
+            family = FAMILY_OF_SOURCE[tp.topic]
+            frontier, idle = clock.frontier(now_ms, self.idle_timeout_ms)
+            by_family.setdefault(family, []).append(
+                Frontier(f"{tp.topic}:{tp.partition}", "events", family, frontier, idle)
+            )
+            if clock.sent != (frontier, idle):
+                clock.sent = (frontier, idle)
+                moved.add(family)
+        for family, frontiers in by_family.items():
+            if force or family in moved:
+                await self.outbox.send_progress(VALIDATED[family], frontiers)
+        if force:
+            self._heartbeat_at = time.monotonic() + progress.HEARTBEAT_S

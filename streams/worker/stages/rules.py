@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import orjson
@@ -28,7 +29,8 @@ from models.derived import aggregate_outputs
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
 from models.rules import Rule
-from streams.core.rules.engine import RuleEngine
+from streams.core.progress import HEARTBEAT_S, Frontier, Progress, decode, is_progress
+from streams.core.rules.engine import LateInput, RuleEngine
 from streams.core.rules.plan import RouteTable, RuleInput
 from streams.core.windows import Aggregate
 from streams.worker import topics
@@ -76,12 +78,22 @@ class RuleRouter(BatchStage):
         super().__init__(settings, metrics, sources, **kwargs)
         self.inputs_topic = topics.rule_inputs(settings.app_id)
         self._routed = {rule.name: metrics.rule_inputs.labels(rule.name) for rule in rules}
+        #: The sources of each input partition, from the progress records read on it.
+        self.progress: dict[TopicPartition, Progress] = {}
+        self._sent: dict[TopicPartition, list[Frontier]] = {}
+        self._heartbeat_at = 0.0
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         family = self.family.get(tp.topic)
         what = family or "aggregates"
         send, inputs_topic = self.outbox.send, self.inputs_topic
         for record in records:
+            if record.headers and is_progress(record.headers):
+                try:
+                    self.progress.setdefault(tp, Progress()).observe(decode(record.value))
+                except ValueError as exc:
+                    await self.reject(record, "schema", str(exc), family=what)
+                continue
             if record.value is None:
                 await self.reject(
                     record, "schema", "not a validated record: null value", family=what
@@ -103,6 +115,43 @@ class RuleRouter(BatchStage):
             for item in inputs:
                 await send(inputs_topic, item.key, item.to_json())
                 self._routed[item.rule].inc()
+
+    async def tick(self, now_ms: int) -> None:
+        await self.send_progress()
+
+    async def send_progress(self) -> None:
+        """What each input partition's sources have reached, to every partition of the
+        rule inputs, after the inputs routed from what came before: per family for
+        events, per aggregate for finals (streams.core.progress)."""
+        beat = time.monotonic() >= self._heartbeat_at
+        if beat:
+            self._heartbeat_at = time.monotonic() + HEARTBEAT_S
+        for tp in sorted(self.progress):
+            progress = self.progress[tp]
+            name = f"{tp.topic}:{tp.partition}"
+            family = self.family.get(tp.topic)
+            frontiers: list[Frontier] = []
+            if family is not None:
+                frontier = progress.frontier()
+                if frontier is not None:
+                    frontiers = [Frontier(name, "events", family, frontier, progress.idle())]
+            else:
+                for feed in sorted({f.feed for f in progress.sources.values()}):
+                    frontier = progress.frontier("aggregates", feed)
+                    if frontier is not None:
+                        idle = progress.idle("aggregates", feed)
+                        frontiers.append(
+                            Frontier(f"{name}/{feed}", "aggregates", feed, frontier, idle)
+                        )
+            if not frontiers or (not beat and self._sent.get(tp) == frontiers):
+                continue
+            self._sent[tp] = frontiers
+            await self.outbox.send_progress(self.inputs_topic, frontiers)
+
+    async def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.progress.pop(tp, None)
+            self._sent.pop(tp, None)
 
 
 class RuleStage(ChangelogStage):
@@ -126,6 +175,7 @@ class RuleStage(ChangelogStage):
         }
         self.engines: dict[TopicPartition, RuleEngine] = {}
         self._stale: dict[TopicPartition, list[str]] = {}
+        self._late = {rule.name: metrics.late_rule_inputs.labels(rule.name) for rule in rules}
 
     def _engine(self) -> RuleEngine:
         config = self.settings.rules
@@ -139,6 +189,9 @@ class RuleStage(ChangelogStage):
         engine = self.engines[tp]
         for record in records:
             try:
+                if record.headers and is_progress(record.headers):
+                    engine.observe_progress(decode(record.value))
+                    continue
                 item = RuleInput.from_json(record.value)
                 alerts = engine.process(item, now_ms)
             except (ValueError, TypeError, KeyError) as exc:
@@ -146,8 +199,13 @@ class RuleStage(ChangelogStage):
                 # removed since the input was routed gets here.
                 await self.reject(record, "schema", f"not a rule input: {exc!r}", family="rules")
                 continue
-            if alerts:
-                await self._emit(alerts, record.timestamp)
+            if type(alerts) is LateInput:
+                self._late[alerts.rule].inc()
+                mark = datetime.fromtimestamp(alerts.watermark_ms / 1000, UTC).isoformat()
+                reason = f"late: rule {alerts.rule}'s event time had passed {mark}"
+                await self.reject(record, "late", reason, family="rules")
+            elif alerts:
+                await self._emit(alerts, record.timestamp)  # type: ignore[arg-type]
 
     async def tick(self, now_ms: int) -> None:
         consumer = self.consumer

@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from sinks.base import Sink, SinkRecord
+from streams.core.progress import is_progress
 from streams.worker.metrics import Metrics
 from streams.worker.settings import Settings
 from streams.worker.stages.base import BatchStage
@@ -91,7 +92,7 @@ class SinkStage(BatchStage):
             (SinkRecord(tp.topic, tp.partition, r.offset, r.key, r.value, decoded), r.timestamp)
             for tp, partition_records in records.items()
             for r in partition_records
-            if (decoded := _decoded(r.value)[0]) is not None
+            if not is_progress(r.headers) and (decoded := _decoded(r.value)[0]) is not None
         ]
         sink.restore(pairs)
         log.info(
@@ -102,6 +103,8 @@ class SinkStage(BatchStage):
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         batch: list[SinkRecord] = []
         for record in records:
+            if record.headers and is_progress(record.headers):
+                continue  # the window stage's event-time progress, for the rule router
             decoded, reason = _decoded(record.value)
             if decoded is None:
                 await self.reject(record, "schema", reason, family=self.title)

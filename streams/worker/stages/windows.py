@@ -24,8 +24,10 @@ import orjson
 from aiokafka import TopicPartition
 
 from models.aggregates import Aggregate
+from models.derived import AQI_AGGREGATE
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
+from streams.core.progress import HEARTBEAT_S, Frontier, decode, is_progress
 from streams.core.windows import HourlyAqi, LateEvent, WindowEngine, WindowResult
 from streams.core.windows.store import RocksStores
 from streams.worker.changelog import replay
@@ -35,6 +37,7 @@ from streams.worker.stages.base import ChangelogStage
 from streams.worker.topics import AGGREGATES, VALIDATED
 
 __all__ = ["WindowStage"]
+
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,8 @@ class WindowStage(ChangelogStage):
         self.family = {VALIDATED[family]: family for family in FAMILY_NAMES}
         #: The latest final per bounded group, for /metrics (`metrics.LatestCollector`).
         self.latest = LatestFinals()
+        self._sent: dict[TopicPartition, tuple[list[tuple[str, int]], bool]] = {}
+        self._heartbeat_at = 0.0
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         engine = self.engines[tp.topic]
@@ -90,6 +95,12 @@ class WindowStage(ChangelogStage):
         family = self.family[tp.topic]
         results: list[WindowResult] = []
         for record in records:
+            if record.headers and is_progress(record.headers):
+                try:
+                    results += engine.observe_progress(partition, decode(record.value))
+                except ValueError as exc:
+                    await self.reject(record, "schema", str(exc), family=family)
+                continue
             if record.value is None:
                 reason = "not a validated event: null value"
                 await self.reject(record, "schema", reason, family=family)
@@ -121,6 +132,34 @@ class WindowStage(ChangelogStage):
         if derived is not None and results:
             await self._emit(partition, derived.derive(partition, results))
 
+    async def send_progress(self) -> None:
+        """Each partition's aggregate frontiers to `ioc.aggregates`, after the finals they
+        cover, when they moved (or every HEARTBEAT_S), so the rules over aggregates
+        keep their own event time (streams.core.progress)."""
+        beat = time.monotonic() >= self._heartbeat_at
+        if beat:
+            self._heartbeat_at = time.monotonic() + HEARTBEAT_S
+        for tp in sorted(self.assigned):
+            engine = self.engines.get(tp.topic)
+            if engine is None:
+                continue
+            name = _name(tp)
+            frontiers = engine.aggregate_frontiers(name)
+            progress = engine.progress(name)
+            if not frontiers or progress is None:
+                continue
+            derived = self.derived.get(tp.topic)
+            if derived is not None:
+                frontiers += [(AQI_AGGREGATE, f) for a, f in frontiers if a == derived.source]
+            idle = progress.idle()
+            if not beat and self._sent.get(tp) == (frontiers, idle):
+                continue
+            self._sent[tp] = (frontiers, idle)
+            await self.outbox.send_progress(
+                AGGREGATES,
+                [Frontier(f"{name}/{a}", "aggregates", a, f, idle) for a, f in frontiers],
+            )
+
     async def tick(self, now_ms: int) -> None:
         # A partition with records still to read is catching up, not idle: its
         # watermark must not run on with the wall clock past events it has not seen.
@@ -136,6 +175,7 @@ class WindowStage(ChangelogStage):
                 await self._emit(partition, results)
                 if derived is not None:
                     await self._emit(partition, derived.derive(partition, results))
+        await self.send_progress()
 
     def state_records(
         self, tp: TopicPartition, position: int
@@ -185,6 +225,7 @@ class WindowStage(ChangelogStage):
             if (derived := self.derived.get(tp.topic)) is not None:
                 derived.drop(_name(tp))
             self.latest.drop(_name(tp))
+            self._sent.pop(tp, None)
 
     async def _emit(self, partition: str, results: list[WindowResult]) -> None:
         for result in results:

@@ -44,6 +44,7 @@ class Record:
     timestamp: int = WALL
     topic: str = TP.topic  # where aiokafka's ConsumerRecord says it was read
     partition: int = TP.partition
+    headers: tuple[tuple[str, bytes], ...] = ()  # aiokafka's: progress records have one
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:

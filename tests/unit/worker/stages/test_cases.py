@@ -28,6 +28,7 @@ class Record:
     timestamp: int = 0  # when Kafka got it
     topic: str = TP.topic  # where aiokafka's ConsumerRecord says it was read
     partition: int = TP.partition
+    headers: tuple[tuple[str, bytes], ...] = ()  # aiokafka's: progress records have one
 
 
 class Consumer:

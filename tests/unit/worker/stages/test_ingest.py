@@ -23,6 +23,7 @@ class Record:
     value: bytes
     key: bytes | None = None
     offset: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()  # aiokafka's: progress records have one
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ A, B, C = (TopicPartition("t", n) for n in range(3))
 class Record:
     offset: int
     timestamp: int
+    headers: tuple[tuple[str, bytes], ...] = ()  # aiokafka's: progress records have one
 
 
 def records(*timestamps: int) -> list[Record]:

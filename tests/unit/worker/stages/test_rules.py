@@ -30,6 +30,7 @@ class Record:
     key: bytes | None = b"k"
     partition: int = 1
     timestamp: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()  # aiokafka's: progress records have one
 
 
 def letters(outbox: MemoryOutbox) -> list[DeadLetter]:

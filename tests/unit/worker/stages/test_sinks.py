@@ -26,6 +26,7 @@ class Record:
     key: bytes | None = b"k"
     topic: str = TP.topic  # where aiokafka's ConsumerRecord says it was read
     partition: int = TP.partition
+    headers: tuple[tuple[str, bytes], ...] = ()  # aiokafka's: progress records have one
 
 
 def refusing_sink() -> MemorySink:

@@ -32,6 +32,7 @@ class Record:
     key: bytes = b"HD-AQ-001"
     topic: str = TP.topic  # where aiokafka's ConsumerRecord says it was read
     partition: int = TP.partition
+    headers: tuple[tuple[str, bytes], ...] = ()  # aiokafka's: progress records have one
 
 
 class Consumer:
