@@ -54,6 +54,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams.core.progress import is_progress
 from streams.devtools.brokers import local_broker
 from streams.devtools.processes import free_port, spawn, stop
 from streams.devtools.scrape import read_metrics
@@ -191,7 +192,8 @@ async def watch(consumer: AIOKafkaConsumer, on_record: Any, done: asyncio.Event)
         arrived = time.perf_counter()
         for records in batches.values():
             for record in records:
-                on_record(record, arrived)
+                if not is_progress(record.headers):
+                    on_record(record, arrived)
 
 
 async def measure(bootstrap: str, app_id: str, args: argparse.Namespace) -> Run:

@@ -140,10 +140,14 @@ class SourceClock:
 class Progress:
     """The sources feeding one input partition and their latest frontiers."""
 
-    __slots__ = ("sources",)
+    __slots__ = ("informative", "sources")
 
     def __init__(self) -> None:
         self.sources: dict[str, Frontier] = {}
+        #: Whether the sources say anything about time: some source is busy, or has
+        #: shown an event. Sources all idle since they started have nothing to say, and
+        #: whatever a partition holds then came from a foreign producer.
+        self.informative = False
 
     def observe(self, frontiers: list[Frontier]) -> bool:
         """Take a progress record's frontiers; True if any frontier or idleness moved.
@@ -157,14 +161,16 @@ class Progress:
                     f = Frontier(f.source, f.kind, f.feed, known.frontier_ms, f.idle)
                 sources[f.source] = f
                 moved = True
+        if moved:
+            self.informative = any(not f.idle or f.frontier_ms != NEVER for f in sources.values())
         return moved
 
     def knows(self, kind: str | None = None, feed: str | None = None) -> bool:
         return any(_matches(f, kind, feed) for f in self.sources.values())
 
     def frontier(self, kind: str | None = None, feed: str | None = None) -> int | None:
-        """The frontier of the matching sources (see the module doc); None when none
-        is known."""
+        """The frontier of the matching sources (see the module doc); None when none is
+        known, or all are idle without ever having shown an event."""
         busy: int | None = None
         idle: int | None = None
         for f in self.sources.values():
@@ -175,7 +181,9 @@ class Progress:
                     idle = f.frontier_ms
             elif busy is None or f.frontier_ms < busy:
                 busy = f.frontier_ms
-        return busy if busy is not None else idle
+        if busy is not None:
+            return busy
+        return None if idle == NEVER else idle
 
     def idle(self, kind: str | None = None, feed: str | None = None) -> bool:
         """Whether every matching source is idle (none known: not idle)."""
@@ -187,6 +195,7 @@ class Progress:
 
     def load(self, entries: list[list[Any]]) -> None:
         self.sources = {entry[0]: Frontier(*entry) for entry in entries}
+        self.informative = any(not f.idle or f.frontier_ms != NEVER for f in self.sources.values())
 
 
 def _matches(f: Frontier, kind: str | None, feed: str | None) -> bool:

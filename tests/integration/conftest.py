@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams.core.progress import is_progress
 from streams.devtools.brokers import ApacheKafkaBroker, EmbeddedBroker, LocalBroker
 from streams.devtools.processes import free_port
 from streams.devtools.servers import LocalAlertmanager, LocalVictoriaMetrics
@@ -142,7 +143,8 @@ async def consume(
     timeout: float = 30.0,
 ) -> list[Any]:
     """Read `topic` from the beginning, keeping records for which `keep` holds,
-    until `until(kept)` holds; then read one more second to catch extras."""
+    until `until(kept)` holds; then read one more second to catch extras. Progress
+    records (streams.core.progress) are skipped, as any consumer of our topics must."""
     # Without a group, aiokafka assigns every partition of the topic; with no
     # committed offsets, "earliest" starts each at its beginning.
     consumer = AIOKafkaConsumer(
@@ -156,7 +158,12 @@ async def consume(
         settle_until: float | None = None
         while time.monotonic() < (settle_until or deadline):
             batches = await consumer.getmany(timeout_ms=200)
-            kept += [r for records in batches.values() for r in records if keep(r)]
+            kept += [
+                r
+                for records in batches.values()
+                for r in records
+                if not is_progress(r.headers) and keep(r)
+            ]
             if settle_until is None and until(kept):
                 settle_until = time.monotonic() + 1.0
         return kept

@@ -15,7 +15,7 @@ from models.aggregates import load_aggregates
 from streams.core.ingest import process_message
 from streams.core.windows import WindowEngine
 from streams.worker.settings import IngestSettings
-from streams.worker.topics import AGGREGATES, VALIDATED
+from streams.worker.topics import AGGREGATES, SOURCE, VALIDATED
 from tests.conftest import air_quality
 from tests.integration.conftest import BROKERS, Worker, consume, produce, start_broker
 
@@ -139,25 +139,21 @@ async def test_a_silent_key_still_gets_its_final_window(bootstrap, tmp_path, uni
     aggregates_path.write_text(AGGREGATES_YAML)
     env = {
         "IOC_WINDOWS__AGGREGATES": str(aggregates_path),
-        "IOC_WINDOWS__IDLE_TIMEOUT_S": "2",
+        "IOC_INGEST__IDLE_TIMEOUT_S": "2",
         "IOC_WINDOWS__ALLOWED_LATENESS_S": "5",
     }
     worker = Worker(bootstrap, tmp_path, **env).start()
     try:
-        # One reading, a second before its 1-minute window ends; then silence. Only the
-        # wall clock can move the watermark past end + grace. The window is the coming
-        # minute's: other tests' readings from moments ago on the session broker must
-        # not have moved this partition's watermark past it already (it would be late).
-        coming = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=2)
-        when = coming - timedelta(seconds=1)
+        # One reading now, then silence. Once its source partition is caught up and
+        # idle, only the wall clock moves its frontier, and with it the watermark past
+        # the window's end + grace (at most 60 + 5 + 5 + 2 s from now).
         event = air_quality(
             refDevice=f"AQ-{unique}",
             id=f"silent-{unique}",
-            dateObserved=when.isoformat(),
+            dateObserved=datetime.now(UTC).isoformat(),
             pm25=42.0,
         )
-        [accepted] = process_message("city", orjson.dumps(event), IngestSettings(), when).accepted
-        await produce(bootstrap, VALIDATED["city"], [(accepted.key, accepted.value)])
+        await produce(bootstrap, SOURCE["city"], [(None, orjson.dumps(event))])
         [record] = await consume(
             bootstrap,
             AGGREGATES,
@@ -165,7 +161,7 @@ async def test_a_silent_key_still_gets_its_final_window(bootstrap, tmp_path, uni
                 r.key.startswith(f"pm25_1m|AQ-{unique}".encode()) and orjson.loads(r.value)["final"]
             ),
             until=bool,
-            timeout=90,
+            timeout=150,
         )
         result = orjson.loads(record.value)
         assert result["count"] == 1 and result["statistics"]["pm25_mean"] == 42.0

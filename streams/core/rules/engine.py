@@ -281,11 +281,9 @@ class RuleEngine:
     def _target(self, evaluator: RuleEvaluator, now_ms: int) -> int:
         """Where the rule's watermark should be now."""
         kind, feed = evaluator.feed
-        if self.progress.knows(kind, feed):
-            frontier = self.progress.frontier(kind, feed)
-            if frontier is None or frontier == NEVER:
-                return _NEVER
-            return frontier - self.allowed_lateness_ms
+        frontier = self.progress.frontier(kind, feed)
+        if frontier is not None:
+            return _NEVER if frontier == NEVER else frontier - self.allowed_lateness_ms
         clock = evaluator.clock
         target = clock.newest_ms - self.allowed_lateness_ms
         if clock.active_wall_ms is not None:

@@ -267,7 +267,7 @@ class WindowEngine:
                 p.running[index].add(pk)
         p.active_ms = now_ms
         p.meta_dirty = True
-        if p.progress.sources:
+        if p.progress.informative:
             return out  # time moves with the sources' progress (observe_progress)
         target = t - self.allowed_lateness_ms
         if target > watermark:
@@ -291,7 +291,7 @@ class WindowEngine:
 
     def _follow_progress(self, p: _Partition) -> list[WindowResult]:
         frontier = p.progress.frontier()
-        if frontier is None or frontier == NEVER:
+        if frontier is None or frontier == NEVER or not p.progress.informative:
             return []
         target = frontier - self.allowed_lateness_ms
         out: list[Output] = []
@@ -303,7 +303,7 @@ class WindowEngine:
     def progress(self, partition: str) -> Progress | None:
         """The partition's sources, once a progress record was read on it."""
         p = self._partitions.get(partition)
-        return p.progress if p is not None and p.progress.sources else None
+        return p.progress if p is not None and p.progress.informative else None
 
     def aggregate_frontiers(self, partition: str) -> list[tuple[str, int]]:
         """(aggregate, frontier) for what comes after on `ioc.aggregates`: every final
@@ -311,7 +311,7 @@ class WindowEngine:
         (its watermark − the aggregate's size + grace). Empty while the partition has no
         progress of its sources or no watermark."""
         p = self._partitions.get(partition)
-        if p is None or not p.progress.sources or p.watermark == _NEVER:
+        if p is None or not p.progress.informative or p.watermark == _NEVER:
             return []
         return [(plan.name, p.watermark - plan.close_after) for plan in self._plans]
 
@@ -436,7 +436,7 @@ class WindowEngine:
         out: dict[str, list[Output]] = {}
         idle_after = self.idle_timeout_ms
         for name, p in self._partitions.items():
-            if p.active_ms is None or p.progress.sources:
+            if p.active_ms is None or p.progress.informative:
                 continue  # idleness of sources comes with their progress
             idle = now_ms - p.active_ms - idle_after
             if idle > 0 and p.watermark_active + idle > p.watermark:

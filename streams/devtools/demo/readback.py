@@ -12,6 +12,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.alerts import Alert
+from streams.core.progress import is_progress
 from streams.worker.topics import AGGREGATES, ALERTS
 
 __all__ = ["Tally", "count_aggregates", "read_alerts", "read_topic"]
@@ -24,7 +25,7 @@ async def read_topic(
     options: dict[str, Any], topic: str, on_record: Callable[[Any], None], timeout: float
 ) -> bool:
     """Every record of `topic` from the beginning, passed to `on_record`, and whether
-    every partition was read to its end within `timeout`. No consumer group: nothing is
+    every partition was read to its end within `timeout`. Progress records are skipped. No consumer group: nothing is
     committed and nothing is left behind.
 
     Reads up to the high watermark that fetch responses carry (not ListOffsets, which
@@ -45,7 +46,8 @@ async def read_topic(
             batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=20_000)
             for records in batches.values():
                 for record in records:
-                    on_record(record)
+                    if not is_progress(record.headers):  # stage-to-stage event time
+                        on_record(record)
             for tp in list(remaining):
                 highwater = consumer.highwater(tp)
                 if highwater is not None and await consumer.position(tp) >= highwater:

@@ -134,8 +134,8 @@ class IngestStage(BatchStage):
     async def tick(self, now_ms: int) -> None:
         consumer = self.consumer
         for tp, clock in self.clocks.items():
-            highwater = consumer.highwater(tp)
-            if highwater is None or self.positions.get(tp, -1) < highwater:
+            highwater = consumer.highwater(tp)  # None until the first fetch answered
+            if highwater is None or await consumer.position(tp) < highwater:
                 clock.busy(now_ms)  # records are waiting: catching up is not idle
         beat = time.monotonic() >= self._heartbeat_at
         await self.send_progress(now_ms, force=beat)

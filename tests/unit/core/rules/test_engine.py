@@ -11,7 +11,8 @@ import pytest
 from models.alerts import Alert
 from models.rulefile import default_rules
 from streams.core.ingest import process_message
-from streams.core.rules.engine import RuleEngine
+from streams.core.progress import Frontier
+from streams.core.rules.engine import LateInput, RuleEngine
 from streams.core.rules.plan import RuleInput
 from streams.core.windows import default_aggregates
 from streams.worker.settings import IngestSettings
@@ -151,3 +152,66 @@ def test_state_of_a_rule_no_longer_configured_is_reported_stale():
     saved = made.take_dirty()
     without = RuleEngine([r for r in RULES if r.name != "brute_force"])
     assert without.restore(saved) == ["brute_force"]
+
+
+# -- each rule's own event time, from its sources' progress ------------------------------
+
+
+def progress_of(feed: str, frontier: datetime, idle: bool = False, source: str = "") -> Frontier:
+    millis = int(frontier.timestamp() * 1000)
+    return Frontier(source or f"ioc.{feed}.validated:0", "events", feed, millis, idle)
+
+
+def test_a_security_backlog_neither_holds_back_city_rules_nor_is_late_for_them():
+    made = engine()
+    made.observe_progress([progress_of("city", NOW), progress_of("security", T0)])
+    made.advance(0)
+    assert made.watermark("sensor_silent") == int(NOW.timestamp() * 1000)
+    assert made.watermark("brute_force") == int(T0.timestamp() * 1000)
+    # Security events an hour older than the city's progress are on time for their rules.
+    ten = [failure(T0 + timedelta(seconds=i), i) for i in range(10)]
+    [alert] = feed(made, "security", ten)
+    assert (alert.rule, alert.state) == ("brute_force", "firing")
+
+
+def test_an_input_older_than_its_rules_watermark_is_returned_late():
+    made = engine()
+    made.observe_progress([progress_of("security", T0 + timedelta(minutes=10))])
+    made.advance(0)
+    [item] = route_table(RULES, AGGREGATES).event_inputs("security", failure(T0, 0))[:1]
+    late = made.process(RuleInput.from_json(item.to_json()), 0)
+    assert isinstance(late, LateInput) and late.rule == item.rule
+    assert late.watermark_ms == int((T0 + timedelta(minutes=10)).timestamp() * 1000)
+
+
+def test_an_absence_waits_for_the_progress_of_its_own_sources():
+    made = engine()
+    made.observe_progress([
+        progress_of("city", T0, source="ioc.city.validated:0"),
+        progress_of("city", T0, source="ioc.city.validated:1"),
+    ])  # fmt: skip
+    made.advance(0)
+    reading = validated("city", air_quality(dateObserved=T0.isoformat()))
+    feed(made, "city", [reading])
+    # One city partition is two hours further on; the other catches up a backlog.
+    made.observe_progress(
+        [progress_of("city", T0 + timedelta(hours=2), source="ioc.city.validated:0")]
+    )
+    assert [a for a in made.advance(0) if a.rule == "sensor_silent"] == []
+    made.observe_progress(
+        [progress_of("city", T0 + timedelta(hours=2), source="ioc.city.validated:1")]
+    )
+    assert [a.rule for a in made.advance(0) if a.state == "pending" or a.state == "firing"].count(
+        "sensor_silent"
+    ) >= 1
+
+
+def test_clocks_and_sources_survive_a_checkpoint():
+    made = engine()
+    made.observe_progress([progress_of("security", T0)])
+    made.advance(0)
+    state = dict(made.take_dirty())
+    restored = engine()
+    restored.restore(state.items())  # type: ignore[arg-type]
+    assert restored.watermark("brute_force") == made.watermark("brute_force")
+    assert restored.progress.sources == made.progress.sources
