@@ -25,8 +25,8 @@ async def read_topic(
     options: dict[str, Any], topic: str, on_record: Callable[[Any], None], timeout: float
 ) -> bool:
     """Every record of `topic` from the beginning, passed to `on_record`, and whether
-    every partition was read to its end within `timeout`. Progress records are skipped. No consumer group: nothing is
-    committed and nothing is left behind.
+    every partition was read to its end within `timeout`. Progress records are
+    skipped. No consumer group: nothing is committed and nothing is left behind.
 
     Reads up to the high watermark that fetch responses carry (not ListOffsets, which
     some brokers answer wrongly; docs/BROKERS.md)."""
