@@ -55,6 +55,7 @@ _ADVANCE_EVERY_MS = 1000
 @dataclass
 class BacktestResult:
     alerts: list[Alert] = field(default_factory=list)
+    finals: list[WindowResult] = field(default_factory=list)  # and the derived AQI's
     events: int = 0  # accepted events
     rejected: int = 0  # messages or elements ingest would dead-letter
     late: int = 0  # events late for a window, or rule inputs late for their rule
@@ -146,6 +147,7 @@ def backtest(
     def feed_results(results: list[WindowResult]) -> None:
         if derived is not None:
             results = results + derived.derive("p", results)
+        result.finals += results
         for window_result in results:
             feed_rules(table.aggregate_inputs(orjson.loads(window_result.to_json())))
 

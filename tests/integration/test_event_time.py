@@ -1,0 +1,241 @@
+"""The live pipeline against `ioc backtest`, whatever the delivery order.
+
+One recorded simulator run (every family, every incident of its cycle) goes to a
+fresh worker on a broker of its own, delivered three ways: (a) the families one after
+another, each a backlog; (b) every message on a random partition, not ingest's;
+(c) partition 0 of each source topic half an hour of event time behind the others.
+The window finals (identity, values) and the alert state changes (identity: rule,
+labels, start, state; and the end) must be those `ioc backtest` gives for the same
+recording, and nothing may be dead-lettered `late`.
+
+Both sides are flushed the same way: an event per family every 4 minutes for two
+hours after the recording, so that every window and absence of the recording closes
+in the backtest too; what starts in the last hour of the flush (which the live
+pipeline's wall clock closes later, the backtest never) and the case backlog (judged
+by the wall clock when reported, not replayed) are left out of the comparison.
+
+Opt-in (IOC_TEST_DIFFERENTIAL=1) for now: each case takes about 200 s on this
+machine, and the suite's budget does not hold six of them yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from models.alerts import Alert
+from models.results import WindowResult
+from models.rulefile import default_rules
+from streams.backtest import backtest
+from streams.core.windows import default_aggregates
+from streams.devtools.simulate.generator import Simulation
+from streams.worker.settings import Settings
+from streams.worker.topics import AGGREGATES, ALERTS, DEADLETTER, SOURCE
+from tests.conftest import air_quality, auth_failure, dossier
+from tests.integration.conftest import BROKERS, Worker, consume, start_broker
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    # About 200 s a case here: not yet in the README's test command (see the module doc).
+    pytest.mark.skipif(
+        os.environ.get("IOC_TEST_DIFFERENTIAL") != "1", reason="set IOC_TEST_DIFFERENTIAL=1"
+    ),
+]
+
+RECORDED_S = 600  # one incident cycle
+FLUSH_AFTER = timedelta(hours=2)
+#: Judged by the wall clock when reported (README): not in a backtest.
+WALL_CLOCK_AGGREGATES = {"case_backlog"}
+WALL_CLOCK_RULES = {"overdue_backlog", "feedback_overdue"}
+
+Message = tuple[str, bytes | None, bytes, float]  # topic, key, value, seconds into the run
+
+
+def recording(start: datetime) -> list[Message]:
+    simulation = Simulation(seed=12, start=start, rate=25.0, duration=RECORDED_S, bad_share=0.0)
+    return [(m.topic, m.key, m.value, m.at) for m in simulation.messages()]
+
+
+def flush_events(end: datetime) -> list[Message]:
+    """One event per family every 4 minutes for two hours after the recording (ingest
+    takes nothing more than 5 minutes ahead of the newest event time in a backtest)."""
+    out: list[Message] = []
+    for step in range(1, int(FLUSH_AFTER / timedelta(minutes=4)) + 1):
+        at = end + timedelta(minutes=4 * step)
+        when, n = at.isoformat(), f"{step}"
+        out += [
+            (SOURCE["city"], b"FLUSH", orjson.dumps(air_quality(
+                id=f"flush-city-{n}", refDevice="FLUSH-AQ", areaServed="FLUSH",
+                dateObserved=when,
+            )), 0.0),
+            (SOURCE["services"], b"FLUSH", orjson.dumps(dossier(
+                event_id=f"flush-services-{n}", dossier_id="FLUSH-1", agency="FLUSH",
+                status="received", occurred_at=when, received_at=when,
+                due_at=(at + timedelta(days=30)).isoformat(), resolved_at=None,
+            )), 0.0),
+            (SOURCE["security"], b"FLUSH", orjson.dumps(auth_failure(**{
+                "@timestamp": when, "source": {"ip": "198.51.100.254"},
+                "organization": {"name": "FLUSH"}, "host": {"name": "flush-host"},
+                "event": {"category": ["authentication"], "outcome": "success",
+                          "id": f"flush-security-{n}"},
+            })), 0.0),
+        ]  # fmt: skip
+    return out
+
+
+def rounded(statistics: dict[str, Any]) -> dict[str, Any]:
+    """Sums in another order differ in the last bits: compare 9 significant digits."""
+    return {k: float(f"{v:.9g}") if type(v) is float else v for k, v in statistics.items()}
+
+
+def comparable_finals(finals: list[WindowResult], before_ms: int) -> dict[str, Any]:
+    return {
+        final.identity: (final.count, rounded(final.statistics))
+        for final in finals
+        if final.aggregate not in WALL_CLOCK_AGGREGATES and final.window_start < before_ms
+    }
+
+
+def comparable_alerts(alerts: list[Alert], before_ms: int) -> dict[str, Any]:
+    return {
+        alert.identity: (alert.rule, alert.labels, alert.ends_at_ms)
+        for alert in alerts
+        if alert.rule not in WALL_CLOCK_RULES and alert.starts_at_ms < before_ms
+    }
+
+
+def delivery(
+    messages: list[Message], how: str
+) -> list[tuple[str, bytes | None, bytes, int | None]]:
+    """The recording in the order (and onto the partitions) of one way of delivering it."""
+    rng = random.Random(how)
+    if how == "families one after another":
+        order = sorted(messages, key=lambda m: list(SOURCE.values()).index(m[0]))
+        return [(t, k, v, None) for t, k, v, _ in order]
+    if how == "random partitions":
+        return [(t, k, v, rng.randrange(Settings().kafka.partitions)) for t, k, v, _ in messages]
+    assert how == "one partition half an hour behind"
+    partitions = Settings().kafka.partitions
+    placed = [(t, k, v, at, rng.randrange(partitions)) for t, k, v, at in messages]
+    # Partition 0's messages go out when the others are 30 minutes of event time on.
+    behind = [(at + 1800 if p == 0 else at, t, k, v, p) for t, k, v, at, p in placed]
+    behind.sort(key=lambda m: m[0])
+    return [(t, k, v, p) for _, t, k, v, p in behind]
+
+
+async def deliver(
+    bootstrap: str,
+    records: list[tuple[str, bytes | None, bytes, int | None]],
+    pause_between_topics: bool,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        previous = None
+        pending = []
+        for topic, key, value, partition in records:
+            if pause_between_topics and previous is not None and topic != previous:
+                await asyncio.gather(*pending)
+                await asyncio.sleep(5)  # the next family arrives after this one's backlog
+            previous = topic
+            pending.append(await producer.send(topic, value, key=key, partition=partition))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.parametrize(
+    "how", ["families one after another", "random partitions", "one partition half an hour behind"]
+)
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_the_live_pipeline_gives_what_the_backtest_gives(kind: str, how: str, tmp_path: Path):
+    start = (datetime.now(UTC) - timedelta(hours=3)).replace(microsecond=0)
+    messages = recording(start)
+    end = start + timedelta(seconds=RECORDED_S)
+    flush = flush_events(end)
+    lines = [
+        orjson.dumps({"topic": t, "key": (k or b"").decode(), "value": orjson.loads(v)})
+        for t, k, v, _ in messages + flush
+    ]
+    aggregates = default_aggregates()
+    reference = backtest(lines, default_rules(aggregates), aggregates, Settings(), start=start)
+    assert reference.late == 0 and reference.rejected == 0
+    before_ms = int((end + timedelta(hours=1)).timestamp() * 1000)
+    expected_finals = comparable_finals(reference.finals, before_ms)
+    expected_alerts = comparable_alerts(reference.alerts, before_ms)
+    fired = {a.rule for a in reference.alerts if a.state == "firing"}
+    assert {
+        "brute_force",
+        "password_spraying",
+        "port_scan",
+        "possible_compromise",
+        "malware_spreading",
+        "aqi_poor",
+    } <= fired
+
+    broker = start_broker(kind, tmp_path)
+    worker = Worker(broker.bootstrap, tmp_path, IOC_INGEST__IDLE_TIMEOUT_S="5")
+    try:
+        # The worker starts on the delivered backlog, as after any outage. (Started
+        # first, it can lose the first minutes to `late`: a source partition idle
+        # since it was assigned does not hold back the first one whose records are
+        # read. Not solved yet.)
+        await deliver(
+            broker.bootstrap,
+            delivery(messages, how) + [(t, k, v, None) for t, k, v, _ in flush],
+            how == "families one after another",
+        )
+        worker.start()
+        started = time.monotonic()
+
+        def finals_in(kept: list[Any]) -> dict[str, Any]:
+            return comparable_finals([WindowResult.from_json(r.value) for r in kept], before_ms)
+
+        def alerts_in(kept: list[Any]) -> dict[str, Any]:
+            return comparable_alerts([Alert.from_json(r.value) for r in kept], before_ms)
+
+        finals = await consume(
+            broker.bootstrap, AGGREGATES, lambda r: orjson.loads(r.value).get("final") is True,
+            until=lambda kept: set(finals_in(kept)) >= set(expected_finals), timeout=240,
+        )  # fmt: skip
+        alerts = await consume(
+            broker.bootstrap, ALERTS, lambda r: True,
+            until=lambda kept: set(alerts_in(kept)) >= set(expected_alerts), timeout=120,
+        )  # fmt: skip
+        late = await consume(
+            broker.bootstrap, DEADLETTER, lambda r: orjson.loads(r.value)["error"] == "late",
+            until=lambda kept: False, timeout=2,
+        )  # fmt: skip
+        caught_up = time.monotonic() - started
+        print(f"{kind}, {how}: {len(messages)} messages, all compared in {caught_up:.0f} s")
+    finally:
+        worker.stop()
+        broker.stop()
+
+    got_finals, got_alerts = finals_in(finals), alerts_in(alerts)
+    assert [orjson.loads(r.value)["reason"] for r in late[:3]] == []
+    assert_same("window finals", got_finals, expected_finals)
+    assert_same("alerts", got_alerts, expected_alerts)
+
+
+def assert_same(what: str, got: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Equal, or fail showing the first records that differ."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    changed = sorted(i for i in set(got) & set(expected) if got[i] != expected[i])
+    assert not (missing or extra or changed), (
+        f"{what}: {len(missing)} missing, {len(extra)} extra, {len(changed)} differ; "
+        f"first missing {[(i, expected[i]) for i in missing[:3]]}; "
+        f"first extra {[(i, got[i]) for i in extra[:3]]}; "
+        f"first differing {[(i, got[i], expected[i]) for i in changed[:3]]}"
+    )
