@@ -137,6 +137,7 @@ class _Partition:
         "deadlines",
         "dirty",
         "meta_dirty",
+        "newest",
         "panes",
         "progress",
         "running",
@@ -163,6 +164,7 @@ class _Partition:
         self.meta_dirty = False
         self.stale: list[str] = []  # restored keys that no aggregate owns: to tombstone
         self.progress = Progress()  # the sources feeding the partition, once heard of
+        self.newest = _NEVER  # newest event time seen, for when progress says nothing
 
 
 class WindowEngine:
@@ -267,6 +269,8 @@ class WindowEngine:
                 p.running[index].add(pk)
         p.active_ms = now_ms
         p.meta_dirty = True
+        if t > p.newest:
+            p.newest = t
         if p.progress.informative:
             return out  # time moves with the sources' progress (observe_progress)
         target = t - self.allowed_lateness_ms
@@ -291,7 +295,11 @@ class WindowEngine:
 
     def _follow_progress(self, p: _Partition) -> list[WindowResult]:
         frontier = p.progress.frontier()
-        if frontier is None or frontier == NEVER or not p.progress.informative:
+        if not p.progress.informative or frontier is None:
+            # The sources went quiet without ever showing an event: what the partition
+            # holds came from a foreign producer, and moves time as it did before.
+            frontier = p.newest
+        if frontier == NEVER:
             return []
         target = frontier - self.allowed_lateness_ms
         out: list[Output] = []
