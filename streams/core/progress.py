@@ -40,6 +40,7 @@ __all__ = [
     "HEARTBEAT_S",
     "NEVER",
     "Frontier",
+    "Heartbeat",
     "Progress",
     "SourceClock",
     "decode",
@@ -125,6 +126,9 @@ class SourceClock:
         self.active_ms = now_ms
         self.frontier_at_active = self.newest_ms
 
+    def idle(self, now_ms: int, idle_timeout_ms: int) -> bool:
+        return now_ms - self.active_ms > idle_timeout_ms
+
     def frontier(self, now_ms: int, idle_timeout_ms: int) -> tuple[int, bool]:
         """(frontier, idle) at `now_ms`."""
         idle_for = now_ms - self.active_ms - idle_timeout_ms
@@ -135,6 +139,21 @@ class SourceClock:
             # of its own to run on from.
             return NEVER, True
         return min(self.frontier_at_active + idle_for, now_ms), True
+
+
+class Heartbeat:
+    """Due every `HEARTBEAT_S` of the monotonic clock, and at the first call."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def due(self, now: float) -> bool:
+        if now < self._next:
+            return False
+        self._next = now + HEARTBEAT_S
+        return True
 
 
 class Progress:

@@ -14,9 +14,8 @@ from typing import Any, ClassVar, Protocol
 from aiokafka import TopicPartition
 
 from models.families import FAMILY_NAMES, Family
-from streams.core import progress
 from streams.core.ingest import RecentIds, dead_letter, process_message
-from streams.core.progress import NEVER, Frontier, SourceClock
+from streams.core.progress import NEVER, Frontier, Heartbeat, SourceClock
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import Outbox
 from streams.worker.settings import IngestSettings, Settings
@@ -85,7 +84,7 @@ class IngestStage(BatchStage):
 
     It keeps a `SourceClock` per source partition and sends their frontiers to every
     partition of the family's validated topic (streams.core.progress): when assigned,
-    then about once a second when one moved, and every `progress.HEARTBEAT_S` regardless."""
+    then about once a second when one moved, and every `HEARTBEAT_S` regardless."""
 
     name: ClassVar[str] = "ingest"
     interleave: ClassVar[bool] = True  # its output mixes its input partitions
@@ -95,7 +94,7 @@ class IngestStage(BatchStage):
         self._ingestors: dict[str, Ingestor] = {}
         self.clocks: dict[TopicPartition, SourceClock] = {}
         self.idle_timeout_ms = int(settings.ingest.idle_timeout_s * 1000)
-        self._heartbeat_at = 0.0
+        self._heartbeat = Heartbeat()
 
     async def on_start(self) -> None:
         await super().on_start()
@@ -113,11 +112,24 @@ class IngestStage(BatchStage):
             if sent > newest:
                 newest = sent
         clock = self.clocks.get(tp)
-        if clock is not None:
-            if newest != NEVER:
-                clock.saw(newest, now_ms)
-            else:
-                clock.busy(now_ms)  # read, if nothing accepted: not idle either
+        if clock is None:
+            return
+        if clock.idle(now_ms, self.idle_timeout_ms):
+            self._wake_siblings(tp, now_ms)
+        if newest != NEVER:
+            clock.saw(newest, now_ms)
+        else:
+            clock.busy(now_ms)  # read, if nothing accepted: not idle either
+
+    def _wake_siblings(self, woken: TopicPartition, now_ms: int) -> None:
+        """An idle source has records again: its idle siblings likely do too (one
+        producer writes them all, and reconnects for all), but the consumer may not have
+        fetched theirs yet. Each gets an idle timeout to show it, holding event time
+        back, rather than letting the first one read run ahead and the others' records
+        arrive late (Kafka Streams waits on empty partitions with `max.task.idle.ms`)."""
+        for tp, clock in self.clocks.items():
+            if tp.topic == woken.topic and tp != woken and clock.idle(now_ms, self.idle_timeout_ms):
+                clock.busy(now_ms)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         now_ms = int(time.time() * 1000)
@@ -137,8 +149,7 @@ class IngestStage(BatchStage):
             highwater = consumer.highwater(tp)  # None until the first fetch answered
             if highwater is None or await consumer.position(tp) < highwater:
                 clock.busy(now_ms)  # records are waiting: catching up is not idle
-        beat = time.monotonic() >= self._heartbeat_at
-        await self.send_progress(now_ms, force=beat)
+        await self.send_progress(now_ms, force=self._heartbeat.due(time.monotonic()))
 
     async def send_progress(self, now_ms: int, *, force: bool) -> None:
         """Each family's source frontiers to its validated topic, if one moved."""
@@ -156,5 +167,3 @@ class IngestStage(BatchStage):
         for family, frontiers in by_family.items():
             if force or family in moved:
                 await self.outbox.send_progress(VALIDATED[family], frontiers)
-        if force:
-            self._heartbeat_at = time.monotonic() + progress.HEARTBEAT_S

@@ -29,7 +29,7 @@ from models.derived import aggregate_outputs
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
 from models.rules import Rule
-from streams.core.progress import HEARTBEAT_S, Frontier, Progress, decode, is_progress
+from streams.core.progress import Frontier, Heartbeat, Progress, decode, is_progress
 from streams.core.rules.engine import LateInput, RuleEngine
 from streams.core.rules.plan import RouteTable, RuleInput
 from streams.core.windows import Aggregate
@@ -81,7 +81,7 @@ class RuleRouter(BatchStage):
         #: The sources of each input partition, from the progress records read on it.
         self.progress: dict[TopicPartition, Progress] = {}
         self._sent: dict[TopicPartition, list[Frontier]] = {}
-        self._heartbeat_at = 0.0
+        self._heartbeat = Heartbeat()
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         family = self.family.get(tp.topic)
@@ -123,9 +123,7 @@ class RuleRouter(BatchStage):
         """What each input partition's sources have reached, to every partition of the
         rule inputs, after the inputs routed from what came before: per family for
         events, per aggregate for finals (streams.core.progress)."""
-        beat = time.monotonic() >= self._heartbeat_at
-        if beat:
-            self._heartbeat_at = time.monotonic() + HEARTBEAT_S
+        beat = self._heartbeat.due(time.monotonic())
         for tp in sorted(self.progress):
             progress = self.progress[tp]
             name = f"{tp.topic}:{tp.partition}"

@@ -27,7 +27,7 @@ from models.aggregates import Aggregate
 from models.derived import AQI_AGGREGATE
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
-from streams.core.progress import HEARTBEAT_S, Frontier, decode, is_progress
+from streams.core.progress import Frontier, Heartbeat, decode, is_progress
 from streams.core.windows import HourlyAqi, LateEvent, WindowEngine, WindowResult
 from streams.core.windows.store import RocksStores
 from streams.worker.changelog import replay
@@ -87,7 +87,7 @@ class WindowStage(ChangelogStage):
         #: The latest final per bounded group, for /metrics (`metrics.LatestCollector`).
         self.latest = LatestFinals()
         self._sent: dict[TopicPartition, tuple[list[tuple[str, int]], bool]] = {}
-        self._heartbeat_at = 0.0
+        self._heartbeat = Heartbeat()
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         engine = self.engines[tp.topic]
@@ -134,11 +134,9 @@ class WindowStage(ChangelogStage):
 
     async def send_progress(self) -> None:
         """Each partition's aggregate frontiers to `ioc.aggregates`, after the finals they
-        cover, when they moved (or every HEARTBEAT_S), so the rules over aggregates
-        keep their own event time (streams.core.progress)."""
-        beat = time.monotonic() >= self._heartbeat_at
-        if beat:
-            self._heartbeat_at = time.monotonic() + HEARTBEAT_S
+        cover, when they moved (or at a heartbeat), so the rules over aggregates keep
+        their own event time (streams.core.progress)."""
+        beat = self._heartbeat.due(time.monotonic())
         for tp in sorted(self.assigned):
             engine = self.engines.get(tp.topic)
             if engine is None:

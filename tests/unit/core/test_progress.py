@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from streams.core.progress import NEVER, Frontier, Progress, SourceClock, decode, encode
+from streams.core.progress import (
+    HEARTBEAT_S,
+    NEVER,
+    Frontier,
+    Heartbeat,
+    Progress,
+    SourceClock,
+    decode,
+    encode,
+)
 
 S = 1000
 NOW = 1_795_662_000_000
@@ -97,3 +106,9 @@ def test_state_dumps_and_loads():
     restored = Progress()
     restored.load(progress.dump())
     assert restored.sources == progress.sources
+
+
+def test_a_heartbeat_is_due_at_once_then_every_interval():
+    beat = Heartbeat()
+    assert beat.due(100.0) and not beat.due(100.0 + HEARTBEAT_S - 0.1)
+    assert beat.due(100.0 + HEARTBEAT_S)
