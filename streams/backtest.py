@@ -36,6 +36,7 @@ from models.families import TIME_FIELDS
 from models.results import WindowResult
 from models.rules import Rule
 from streams.core.ingest import process_message
+from streams.core.progress import Frontier
 from streams.core.rules.engine import LateInput, RuleEngine
 from streams.core.rules.plan import RuleInput
 from streams.core.windows import WindowEngine
@@ -135,6 +136,7 @@ def backtest(
     result = BacktestResult()
     alerts = result.alerts
     next_advance = -(1 << 62)
+    newest: dict[str, int] = {}  # per family, the newest event time (merged: the latest)
 
     def feed_rules(items: list[RuleInput]) -> None:
         for item in items:
@@ -143,6 +145,18 @@ def backtest(
                 result.late += 1
             else:
                 alerts.extend(outcome)  # type: ignore[arg-type]
+
+    def advance() -> None:
+        """The rules' time moves as the live pipeline's does: each with the progress of
+        its family's events, or of its aggregate's finals (streams.core.progress)."""
+        frontiers = [Frontier(f, "events", f, t, False) for f, t in newest.items()]
+        for engine in engines.values():
+            of_aggregates = engine.aggregate_frontiers("p")
+            if derived is not None:
+                of_aggregates += derived.frontiers(of_aggregates)
+            frontiers += [Frontier(a, "aggregates", a, f, False) for a, f in of_aggregates]
+        rule_engine.observe_progress(frontiers)
+        alerts.extend(rule_engine.advance(0))
 
     def feed_results(results: list[WindowResult]) -> None:
         if derived is not None:
@@ -161,10 +175,11 @@ def backtest(
             if finals:
                 feed_results(finals)
         feed_rules(table.event_inputs(family, event))
+        newest[family] = event_ms
         if event_ms >= next_advance:
-            alerts.extend(rule_engine.advance(0))
+            advance()
             next_advance = event_ms + _ADVANCE_EVERY_MS
-    alerts.extend(rule_engine.advance(0))
+    advance()
     return result
 
 

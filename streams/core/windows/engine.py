@@ -316,10 +316,10 @@ class WindowEngine:
     def aggregate_frontiers(self, partition: str) -> list[tuple[str, int]]:
         """(aggregate, frontier) for what comes after on `ioc.aggregates`: every final
         the partition reports from now on is of a window starting after the frontier
-        (its watermark − the aggregate's size + grace). Empty while the partition has no
-        progress of its sources or no watermark."""
+        (its watermark − the aggregate's size + grace). Empty before the partition has a
+        watermark."""
         p = self._partitions.get(partition)
-        if p is None or not p.progress.informative or p.watermark == _NEVER:
+        if p is None or p.watermark == _NEVER:
             return []
         return [(plan.name, p.watermark - plan.close_after) for plan in self._plans]
 

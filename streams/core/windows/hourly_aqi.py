@@ -96,6 +96,11 @@ class HourlyAqi:
         self.pollutants = tuple(p for p in POLLUTANTS if p in found.values)
         self._partitions: dict[str, _Partition] = {}
 
+    def frontiers(self, source_frontiers: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The AQI's own (aggregate, frontier), from its source aggregate's: its records
+        come with the source's finals (WindowEngine.aggregate_frontiers)."""
+        return [(AQI_AGGREGATE, f) for name, f in source_frontiers if name == self.source]
+
     @classmethod
     def for_pack(
         cls, aggregates: Sequence[Aggregate], source: str = AQI_SOURCE_AGGREGATE

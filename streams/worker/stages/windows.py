@@ -24,7 +24,6 @@ import orjson
 from aiokafka import TopicPartition
 
 from models.aggregates import Aggregate
-from models.derived import AQI_AGGREGATE
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
 from streams.core.progress import Frontier, Heartbeat, decode, is_progress
@@ -148,7 +147,7 @@ class WindowStage(ChangelogStage):
                 continue
             derived = self.derived.get(tp.topic)
             if derived is not None:
-                frontiers += [(AQI_AGGREGATE, f) for a, f in frontiers if a == derived.source]
+                frontiers += derived.frontiers(frontiers)
             idle = progress.idle()
             if not beat and self._sent.get(tp) == (frontiers, idle):
                 continue
