@@ -24,6 +24,7 @@ from streams.worker.metrics import (
     LatestCollector,
     Metrics,
     SinkCollector,
+    WatermarkCollector,
 )
 from streams.worker.settings import KafkaSettings, Settings
 from streams.worker.stages.base import BatchStage
@@ -111,6 +112,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     registry = app.metrics.registry
     registry.register(SinkCollector(lambda: [stage.sink for stage in sink_stages]))
     registry.register(LagCollector(lambda: app.stages))
+    registry.register(WatermarkCollector(lambda: app.stages))
     registry.register(AlertCollector(lambda: [rule_stage]))
     registry.register(LatestCollector(window_stage.latest))
 

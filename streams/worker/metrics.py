@@ -11,6 +11,7 @@ sinks' status) is read at scrape time by the collectors below.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from sinks.base import Sink
 from sinks.lineprotocol import BOUNDED_LABELS, is_unbounded, safe_name
+from streams.core.progress import NEVER
 
 __all__ = [
     "LATEST_MAX_GROUPS",
@@ -158,6 +160,49 @@ class LagCollector(Collector):
             for tp, records in stage.lag().items():
                 lag.add_metric([title, tp.topic, str(tp.partition)], records)
         yield lag
+
+
+class WatermarkCollector(Collector):
+    """For the stages with `progress_views()` (what each input partition knows of its
+    sources, streams.core.progress): how far behind the wall clock each source's event
+    time is, as the stage last heard of it, and which sources are idle. The feed that
+    holds event time back is the one with the largest lag that is not idle. One series
+    per (stage, source): bounded by the partitions (× aggregates) upstream."""
+
+    def __init__(self, stages: Callable[[], Iterable[object]]) -> None:
+        self._stages = stages
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "ioc_watermark_lag_seconds",
+            "Wall clock − the source's event-time frontier, as the stage last heard it "
+            "(the furthest behind over its partitions); sources without an event yet "
+            "are left out.",
+            labels=["stage", "source"],
+        )
+        idle = GaugeMetricFamily(
+            "ioc_source_idle",
+            "1 while the source is caught up and silent (it holds nothing back).",
+            labels=["stage", "source"],
+        )
+        now_ms = time.time() * 1000
+        for stage in self._stages():
+            views = getattr(stage, "progress_views", None)
+            if views is None:
+                continue
+            behind: dict[str, tuple[int, bool]] = {}
+            for progress in list(views()):
+                for name, f in list(progress.sources.items()):
+                    known = behind.get(name)
+                    if known is None or f.frontier_ms < known[0]:
+                        behind[name] = (f.frontier_ms, f.idle)
+            title = stage.title  # type: ignore[attr-defined]
+            for name, (frontier, is_idle) in sorted(behind.items()):
+                idle.add_metric([title, name], 1.0 if is_idle else 0.0)
+                if frontier != NEVER:
+                    lag.add_metric([title, name], max(now_ms - frontier, 0.0) / 1000)
+        yield lag
+        yield idle
 
 
 class AlertSource(Protocol):

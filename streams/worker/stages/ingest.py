@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 
 from models.families import FAMILY_NAMES, Family
 from streams.core.ingest import RecentIds, dead_letter, process_message
-from streams.core.progress import NEVER, Frontier, Heartbeat, SourceClock
+from streams.core.progress import NEVER, Frontier, Heartbeat, Progress, SourceClock
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import Outbox
 from streams.worker.settings import IngestSettings, Settings
@@ -150,6 +150,20 @@ class IngestStage(BatchStage):
             if highwater is None or await consumer.position(tp) < highwater:
                 clock.busy(now_ms)  # records are waiting: catching up is not idle
         await self.send_progress(now_ms, force=self._heartbeat.due(time.monotonic()))
+
+    def progress_views(self) -> list[Progress]:
+        """Its own sources as it last sent them, for /metrics (WatermarkCollector)."""
+        progress = Progress()
+        progress.observe(
+            [
+                Frontier(
+                    f"{tp.topic}:{tp.partition}", "events", FAMILY_OF_SOURCE[tp.topic], *c.sent
+                )
+                for tp, c in list(self.clocks.items())
+                if c.sent is not None
+            ]
+        )
+        return [progress]
 
     async def send_progress(self, now_ms: int, *, force: bool) -> None:
         """Each family's source frontiers to its validated topic, if one moved."""

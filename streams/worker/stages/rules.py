@@ -116,6 +116,9 @@ class RuleRouter(BatchStage):
                 await send(inputs_topic, item.key, item.to_json())
                 self._routed[item.rule].inc()
 
+    def progress_views(self) -> list[Progress]:
+        return list(self.progress.values())
+
     async def tick(self, now_ms: int) -> None:
         await self.send_progress()
 
@@ -214,6 +217,9 @@ class RuleStage(ChangelogStage):
             alerts = engine.advance(now_ms)
             if alerts:
                 await self._emit(alerts, None)
+
+    def progress_views(self) -> list[Progress]:
+        return [engine.progress for engine in list(self.engines.values())]
 
     def firing(self) -> dict[tuple[str, str, str], int]:
         """(rule, family, severity) → groups firing in this worker's partitions, read

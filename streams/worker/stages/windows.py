@@ -26,7 +26,7 @@ from aiokafka import TopicPartition
 from models.aggregates import Aggregate
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
-from streams.core.progress import Frontier, Heartbeat, decode, is_progress
+from streams.core.progress import Frontier, Heartbeat, Progress, decode, is_progress
 from streams.core.windows import HourlyAqi, LateEvent, WindowEngine, WindowResult
 from streams.core.windows.store import RocksStores
 from streams.worker.changelog import replay
@@ -130,6 +130,15 @@ class WindowStage(ChangelogStage):
         derived = self.derived.get(tp.topic)
         if derived is not None and results:
             await self._emit(partition, derived.derive(partition, results))
+
+    def progress_views(self) -> list[Progress]:
+        """Each assigned partition's sources, for /metrics (WatermarkCollector)."""
+        views = []
+        for tp in list(self.assigned):
+            engine = self.engines.get(tp.topic)
+            if engine is not None and (progress := engine.progress(_name(tp))) is not None:
+                views.append(progress)
+        return views
 
     async def send_progress(self) -> None:
         """Each partition's aggregate frontiers to `ioc.aggregates`, after the finals they

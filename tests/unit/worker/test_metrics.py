@@ -3,6 +3,7 @@ that read state at scrape time (lag, firing alerts, latest finals). No broker.""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -289,3 +290,44 @@ def test_the_app_registers_the_collectors_and_scrapes_before_the_stages_start():
     assert "# TYPE ioc_alerts_firing gauge" in text
     assert 'ioc_alerts_firing{family="security"' in text
     assert "# TYPE ioc_windows_latest_groups gauge" in text
+
+
+# -- event-time progress ---------------------------------------------------------------
+
+
+def test_watermark_lag_and_idleness_per_stage_and_source():
+    from streams.core.progress import NEVER, Frontier, Progress
+    from streams.worker.metrics import WatermarkCollector
+
+    now_ms = int(time.time() * 1000)
+    first, second = Progress(), Progress()
+    first.observe([Frontier("src:0", "events", "city", now_ms - 60_000, False)])
+    second.observe([
+        Frontier("src:0", "events", "city", now_ms - 7_200_000, False),  # furthest behind
+        Frontier("src:1", "events", "city", NEVER, True),
+    ])  # fmt: skip
+
+    class Stage:
+        title = "windows"
+
+        def progress_views(self) -> list[Progress]:
+            return [first, second]
+
+    registry = CollectorRegistry()
+    registry.register(WatermarkCollector(lambda: [Stage(), object()]))
+    lag = registry.get_sample_value(
+        "ioc_watermark_lag_seconds", {"stage": "windows", "source": "src:0"}
+    )
+    assert lag is not None and 7199 <= lag <= 7300
+    assert (
+        registry.get_sample_value(
+            "ioc_watermark_lag_seconds", {"stage": "windows", "source": "src:1"}
+        )
+        is None
+    )
+    assert (
+        registry.get_sample_value("ioc_source_idle", {"stage": "windows", "source": "src:1"}) == 1.0
+    )
+    assert (
+        registry.get_sample_value("ioc_source_idle", {"stage": "windows", "source": "src:0"}) == 0.0
+    )
