@@ -184,9 +184,6 @@ class Progress:
             self.informative = any(not f.idle or f.frontier_ms != NEVER for f in sources.values())
         return moved
 
-    def knows(self, kind: str | None = None, feed: str | None = None) -> bool:
-        return any(_matches(f, kind, feed) for f in self.sources.values())
-
     def frontier(self, kind: str | None = None, feed: str | None = None) -> int | None:
         """The frontier of the matching sources (see the module doc); None when none is
         known, or all are idle without ever having shown an event."""

@@ -83,7 +83,7 @@ def test_kinds_and_feeds_are_apart():
     assert progress.frontier("events", "security") == NOW - 3600 * S
     assert progress.frontier("aggregates", "air_5m") == NOW - 600 * S
     assert progress.frontier("aggregates", "other") is None
-    assert not progress.knows("events", "services") and progress.knows("aggregates")
+    assert progress.frontier("events", "services") is None
 
 
 def test_records_round_trip_and_anything_else_is_refused():
