@@ -134,7 +134,10 @@ async def test_sigkill_mid_stream_gives_the_same_final_results(tmp_path, store):
         broker.stop()
 
 
-async def test_a_silent_key_still_gets_its_final_window(bootstrap, tmp_path, unique):
+# A broker of its own: on the session broker, the session's other workers would
+# ingest the reading too, into the same validated topic.
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_a_silent_key_still_gets_its_final_window(kind, tmp_path, unique):
     aggregates_path = tmp_path / "aggregates.yaml"
     aggregates_path.write_text(AGGREGATES_YAML)
     env = {
@@ -142,6 +145,8 @@ async def test_a_silent_key_still_gets_its_final_window(bootstrap, tmp_path, uni
         "IOC_INGEST__IDLE_TIMEOUT_S": "2",
         "IOC_WINDOWS__ALLOWED_LATENESS_S": "5",
     }
+    broker = start_broker(kind, tmp_path)
+    bootstrap = broker.bootstrap
     worker = Worker(bootstrap, tmp_path, **env).start()
     try:
         # One reading now, then silence. Once its source partition is caught up and
@@ -167,3 +172,4 @@ async def test_a_silent_key_still_gets_its_final_window(bootstrap, tmp_path, uni
         assert result["count"] == 1 and result["statistics"]["pm25_mean"] == 42.0
     finally:
         worker.stop()
+        broker.stop()
