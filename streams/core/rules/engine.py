@@ -7,8 +7,8 @@ that feed it (its family's events, or its aggregate's finals), from the progress
 records the router forwards (`observe_progress`, streams.core.progress), minus
 `allowed_lateness_ms`. A security backlog does not hold back the city's rules, the
 city's progress does not make security inputs late, and an absence is judged only
-against the progress of its own sources. An input older than its rule's watermark is
-late (`process` returns it as a `LateInput`, for a dead letter).
+against the progress of its own sources. Once a rule follows progress, an input older
+than its watermark is late (`process` returns it as a `LateInput`, for a dead letter).
 
 A rule none of whose sources has sent progress (inputs from a foreign producer, or
 `ioc backtest`) keeps the older rule: the newest input time of that rule minus the
@@ -85,9 +85,13 @@ def feed_of(rule: Rule) -> tuple[str, str]:
 class _Clock:
     """One rule's event time on one partition."""
 
-    __slots__ = ("active_wall_ms", "newest_ms", "watermark", "watermark_at_active")
+    __slots__ = ("active_wall_ms", "following", "newest_ms", "watermark", "watermark_at_active")
 
     def __init__(self) -> None:
+        #: Whether the watermark follows its feed's progress; only then is an input
+        #: behind it late. Without progress (yet) the watermark is the newest input's, and
+        #: inputs from partitions behind others are judged by the detectors, as before.
+        self.following = False
         self.newest_ms = _NEVER  # newest input time seen (the rule without progress)
         self.watermark = _NEVER
         self.active_wall_ms: int | None = None  # wall clock of the last input
@@ -254,7 +258,7 @@ class RuleEngine:
         from the router)."""
         evaluator = self.evaluators[item.rule]
         clock = evaluator.clock
-        if item.at_ms < clock.watermark:
+        if clock.following and item.at_ms < clock.watermark:
             return LateInput(item.rule, item.at_ms, clock.watermark)
         observation = evaluator.observe(item)
         self._dirty.add(item.rule)
@@ -282,9 +286,10 @@ class RuleEngine:
         """Where the rule's watermark should be now."""
         kind, feed = evaluator.feed
         frontier = self.progress.frontier(kind, feed)
+        clock = evaluator.clock
+        clock.following = frontier is not None
         if frontier is not None:
             return _NEVER if frontier == NEVER else frontier - self.allowed_lateness_ms
-        clock = evaluator.clock
         target = clock.newest_ms - self.allowed_lateness_ms
         if clock.active_wall_ms is not None:
             idle = now_ms - clock.active_wall_ms - self.idle_timeout_ms
