@@ -85,13 +85,19 @@ def feed_of(rule: Rule) -> tuple[str, str]:
 class _Clock:
     """One rule's event time on one partition."""
 
-    __slots__ = ("active_wall_ms", "following", "newest_ms", "watermark", "watermark_at_active")
+    __slots__ = (
+        "active_wall_ms", "following", "late_before", "newest_ms", "watermark",
+        "watermark_at_active",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         #: Whether the watermark follows its feed's progress; only then is an input
         #: behind it late. Without progress (yet) the watermark is the newest input's, and
         #: inputs from partitions behind others are judged by the detectors, as before.
         self.following = False
+        #: The feed's progress − lateness: what is older is late. Apart from `watermark`,
+        #: which may have run ahead on the newest input before progress reached the rule.
+        self.late_before = _NEVER
         self.newest_ms = _NEVER  # newest input time seen (the rule without progress)
         self.watermark = _NEVER
         self.active_wall_ms: int | None = None  # wall clock of the last input
@@ -258,8 +264,8 @@ class RuleEngine:
         from the router)."""
         evaluator = self.evaluators[item.rule]
         clock = evaluator.clock
-        if clock.following and item.at_ms < clock.watermark:
-            return LateInput(item.rule, item.at_ms, clock.watermark)
+        if clock.following and item.at_ms < clock.late_before:
+            return LateInput(item.rule, item.at_ms, clock.late_before)
         observation = evaluator.observe(item)
         self._dirty.add(item.rule)
         if item.at_ms > clock.newest_ms:
@@ -303,6 +309,9 @@ class RuleEngine:
         out: list[Alert] = []
         for name, evaluator in self.evaluators.items():
             watermark = self._target(evaluator, now_ms)
+            clock = evaluator.clock
+            if clock.following and watermark > clock.late_before:
+                clock.late_before = watermark
             if watermark <= evaluator.clock.watermark:
                 continue
             evaluator.clock.watermark = watermark
