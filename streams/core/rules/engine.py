@@ -310,7 +310,10 @@ class RuleEngine:
         for name, evaluator in self.evaluators.items():
             watermark = self._target(evaluator, now_ms)
             clock = evaluator.clock
-            if clock.following and watermark > clock.late_before:
+            # Finals are not judged late yet: a window partition that has not sent its
+            # first progress is unknown downstream and does not hold the others back,
+            # so its first finals could come behind them (the detectors judge, as before).
+            if clock.following and evaluator.feed[0] == "events" and watermark > clock.late_before:
                 clock.late_before = watermark
             if watermark <= evaluator.clock.watermark:
                 continue
