@@ -8,8 +8,10 @@ order the live pipeline's per-source watermarks reconstruct whatever the deliver
 order; so each family's, aggregate's and rule's watermark is the newest event time it
 has seen minus the allowed lateness, nothing is late unless the recording itself has
 an event older than that, and nothing is closed by a wall clock: a backtest of one
-file always gives the same alerts. What the recording ends in is left as it is:
-windows still open give no finals, alerts still firing are reported firing.
+file always gives the same alerts. Rule inputs are judged in event-time order, as
+live (streams.core.rules.engine); those still waiting at the end of the recording
+are judged then. What the recording ends in is left as it is: windows still open
+give no finals, alerts still firing are reported firing.
 
 Not replayed: `case_backlog` (the case stage judges overdue by the wall clock at
 reporting time, which a recording does not have), so rules on it never fire here.
@@ -43,7 +45,7 @@ from streams.core.windows import WindowEngine
 from streams.core.windows.hourly_aqi import HourlyAqi
 from streams.core.windows.plan import event_time_ms, getter
 from streams.worker.settings import Settings
-from streams.worker.stages.rules import route_table, summing_rules
+from streams.worker.stages.rules import route_table, start_lags, summing_rules
 from streams.worker.topics import SOURCE
 
 __all__ = ["BacktestResult", "backtest", "read_lines"]
@@ -131,7 +133,7 @@ def backtest(
     rule_engine = RuleEngine(
         rules, summing_rules(rules, aggregates),
         allowed_lateness_ms=int(settings.rules.allowed_lateness_s * 1000),
-        idle_timeout_ms=never_idle,
+        idle_timeout_ms=never_idle, start_lags=start_lags(rules, aggregates),
     )  # fmt: skip
     result = BacktestResult()
     alerts = result.alerts
@@ -180,6 +182,7 @@ def backtest(
             advance()
             next_advance = event_ms + _ADVANCE_EVERY_MS
     advance()
+    alerts.extend(rule_engine.drain())  # the recording's end: nothing older is to come
     return result
 
 

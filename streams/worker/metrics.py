@@ -86,6 +86,18 @@ class Metrics:
             "ioc_cases_events", "Validated service events read by the case stage.",
             registry=self.registry,
         )  # fmt: skip
+        self.pending_rule_inputs = Gauge(
+            "ioc_rules_pending_inputs",
+            "Rule inputs ahead of their rule's watermark, waiting for their turn in "
+            "event-time order, in this worker's partitions.",
+            registry=self.registry,
+        )  # fmt: skip
+        self.pending_overflow = Counter(
+            "ioc_rules_pending_overflow",
+            "Rule inputs applied ahead of their turn because a partition's pending limit "
+            "(IOC_RULES__MAX_PENDING) was reached: their order is then the arrival order.",
+            registry=self.registry,
+        )  # fmt: skip
         self.open_cases = Gauge(
             "ioc_cases_open", "Open cases in this worker's partitions at the last report.",
             registry=self.registry,
@@ -101,7 +113,7 @@ class Metrics:
         self.alert_latency = Histogram(
             "ioc_rules_alert_latency_seconds",
             "Wall clock from a rule input's Kafka timestamp to its firing alert being sent.",
-            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5, 10),
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5, 10, 15, 20, 30, 60),
             registry=self.registry,
         )
         self.duplicates = Counter(

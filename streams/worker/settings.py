@@ -132,6 +132,13 @@ class RulesSettings(_Section):
         description="After this much wall-clock silence a rule partition's event time "
         "runs on with the wall clock (absences, windows sliding).",
     )  # fmt: skip
+    # Each pending input costs ~0.5 KB of RAM and one bit of the checkpoint's bitmap
+    # per record between the oldest pending and the read position.
+    max_pending: int = Field(
+        1_000_000, ge=1,
+        description="Rule inputs a partition holds back for event-time order; past this, "
+        "the oldest is applied at once (ioc_rules_pending_overflow_total).",
+    )  # fmt: skip
 
 
 class SinksSettings(_Section):

@@ -10,6 +10,19 @@ city's progress does not make security inputs late, and an absence is judged onl
 against the progress of its own sources. Once a rule follows progress, an input older
 than its watermark is late (`process` returns it as a `LateInput`, for a dead letter).
 
+A rule that follows progress also judges its inputs in event-time order, whatever
+order they were read in (Flink CEP's sorting by watermark): an input ahead of the
+watermark waits in the rule's pending heap, and `advance` applies those the watermark
+has passed, oldest first (ties broken by the input itself, so the order is the same
+live and in `ioc backtest`), each after the timers due before it. Inputs of one
+device read from two source partitions, or finals from two window partitions, then
+give the same alerts as the recording sorted by time. The price is latency: an alert
+comes once its rule's watermark passes the input that raised it. The inputs pending
+on a partition are at most `max_pending`; past that the oldest is applied at once
+(counted in `overflowed`). They are state: the checkpoint keeps which input offsets
+were pending (`@pending`, a bitmap), and a recovered partition re-reads from the
+oldest of them, skipping what was already applied (`skip`).
+
 A rule none of whose sources has sent progress (inputs from a foreign producer, or
 `ioc backtest`) keeps the older rule: the newest input time of that rule minus the
 lateness; when no input has come for `idle_timeout_ms` of wall clock, `advance` moves
@@ -22,6 +35,9 @@ last checkpoint; `@meta` keeps the rules' clocks and the sources' frontiers.
 
 from __future__ import annotations
 
+import base64
+import heapq
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -58,9 +74,10 @@ from streams.core.rules.detectors._base import freeze
 from streams.core.rules.lifecycle import Lifecycle, Observation
 from streams.core.rules.plan import FIRST, THEN, RuleInput
 
-__all__ = ["LateInput", "RuleEngine", "RuleEvaluator"]
+__all__ = ["BadInput", "LateInput", "RuleEngine", "RuleEvaluator"]
 
 META: Final = "@meta"
+PENDING: Final = "@pending"
 _NEVER: Final = -(1 << 62)
 
 Detector = Any  # the detector classes share advance/snapshot/restore, not a base
@@ -75,6 +92,22 @@ class LateInput:
     watermark_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class BadInput:
+    """A pending input its detector refused when its turn came (wrong shape: only a
+    foreign producer writes one), for the caller to dead-letter."""
+
+    item: RuleInput
+    offset: int | None
+    reason: str
+
+
+#: A pending input: (event time, the input as JSON for a deterministic tie-break,
+#: arrival number, the input, its offset on the partition or None, its record's
+#: timestamp or None).
+_Pending = tuple[int, bytes, int, RuleInput, int | None, int | None]
+
+
 def feed_of(rule: Rule) -> tuple[str, str]:
     """The (kind, feed) of the progress a rule's time follows (streams.core.progress)."""
     if rule.aggregate is not None:
@@ -86,7 +119,7 @@ class _Clock:
     """One rule's event time on one partition."""
 
     __slots__ = (
-        "active_wall_ms", "following", "late_before", "newest_ms", "watermark",
+        "active_wall_ms", "following", "late_before", "newest_ms", "pending", "watermark",
         "watermark_at_active",
     )  # fmt: skip
 
@@ -102,9 +135,11 @@ class _Clock:
         self.watermark = _NEVER
         self.active_wall_ms: int | None = None  # wall clock of the last input
         self.watermark_at_active = _NEVER
+        #: Inputs ahead of the watermark, oldest first (only while following).
+        self.pending: list[_Pending] = []
 
     def dump(self) -> list[int]:
-        return [self.newest_ms, self.watermark]
+        return [self.newest_ms, self.watermark, int(self.following), self.late_before]
 
 
 def _detector(rule: Rule) -> Detector:
@@ -235,6 +270,8 @@ class RuleEngine:
         *,
         allowed_lateness_ms: int = 0,
         idle_timeout_ms: int = 30_000,
+        max_pending: int = 1_000_000,
+        start_lags: dict[str, int] | None = None,
     ) -> None:
         self._rules = {rule.name: rule for rule in rules}
         self._summed = set(summing)
@@ -244,6 +281,25 @@ class RuleEngine:
         self.progress = Progress()
         self._dirty: set[str] = set()
         self._meta_dirty = False
+        self.max_pending = max_pending
+        #: rule → how far behind its feed's frontier its inputs' times are: a rule over
+        #: finals timed by window start (a baseline's slot) lags by the window size.
+        self.start_lags = start_lags or {}
+        self.pending_offsets: set[int] = set()  # offsets of the inputs pending, all rules
+        self.pending = 0  # inputs pending, all rules
+        self.overflowed = 0  # inputs applied ahead of their turn: the pending limit
+        self._arrivals = 0
+        self._pending_dirty = False
+        #: Inputs the detectors refused when their turn came (drained by the caller).
+        self.bad: list[BadInput] = []
+        #: Record timestamps of the inputs whose turn raised a firing alert (drained by
+        #: the caller, for the alert latency).
+        self.fired_stamps: list[int] = []
+        # After a restore: below `_replay_until`, only the offsets in `_replay_keep`
+        # (pending at the checkpoint) are to be read again.
+        self.resume_from: int | None = None
+        self._replay_until = -1
+        self._replay_keep: set[int] = set()
 
     def _fresh(self, name: str) -> RuleEvaluator:
         return RuleEvaluator(self._rules[name], name in self._summed)
@@ -258,24 +314,74 @@ class RuleEngine:
         if self.progress.observe(frontiers):
             self._meta_dirty = True
 
-    def process(self, item: RuleInput, now_ms: int) -> list[Alert] | LateInput:
-        """One input: its alert changes, or a LateInput. Raises KeyError for an unknown
-        rule and ValueError/TypeError for an input of the wrong shape (neither comes
-        from the router)."""
+    def skip(self, offset: int) -> bool:
+        """Whether the input at `offset` was applied before the checkpoint this engine
+        was restored from (read again only because an older one was still pending)."""
+        return offset < self._replay_until and offset not in self._replay_keep
+
+    def process(
+        self, item: RuleInput, now_ms: int, offset: int | None = None, stamp: int | None = None
+    ) -> list[Alert] | LateInput:
+        """One input: its alert changes (none while it waits for its turn), or a
+        LateInput. `offset` (its place on the partition) makes a pending input part of
+        the checkpoint; `stamp` (its record's timestamp) measures alert latency. Raises
+        KeyError for an unknown rule and, when applied at once, ValueError/TypeError
+        for an input of the wrong shape (neither comes from the router)."""
         evaluator = self.evaluators[item.rule]
         clock = evaluator.clock
         if clock.following and item.at_ms < clock.late_before:
             return LateInput(item.rule, item.at_ms, clock.late_before)
-        observation = evaluator.observe(item)
         self._dirty.add(item.rule)
         if item.at_ms > clock.newest_ms:
             clock.newest_ms = item.at_ms
             self._meta_dirty = True
         clock.active_wall_ms = now_ms
         clock.watermark_at_active = max(clock.watermark, clock.newest_ms - self.allowed_lateness_ms)
+        if clock.following and item.at_ms > clock.watermark:
+            self._arrivals += 1
+            entry = (item.at_ms, item.to_json(), self._arrivals, item, offset, stamp)
+            heapq.heappush(clock.pending, entry)
+            self.pending += 1
+            if offset is not None:
+                self.pending_offsets.add(offset)
+                self._pending_dirty = True
+            if self.pending <= self.max_pending:
+                return []
+            self.overflowed += 1
+            out: list[Alert] = []
+            self._apply(evaluator, self._pop(clock), out)
+            return out
+        observation = evaluator.observe(item)
         if observation is None:
             return []
         return evaluator.lifecycle.update(observation)
+
+    def _pop(self, clock: _Clock) -> _Pending:
+        entry = heapq.heappop(clock.pending)
+        self.pending -= 1
+        if entry[4] is not None:
+            self.pending_offsets.discard(entry[4])
+            self._pending_dirty = True
+        return entry
+
+    def _apply(self, evaluator: RuleEvaluator, entry: _Pending, out: list[Alert]) -> None:
+        """A pending input's turn: the timers due before it act, then it is observed."""
+        at_ms, _, _, item, offset, stamp = entry
+        lifecycle = evaluator.lifecycle
+        for observation in evaluator.detector.advance(at_ms - 1):
+            out += lifecycle.update(observation)
+        out += lifecycle.advance(at_ms - 1)
+        try:
+            observation = evaluator.observe(item)
+        except (ValueError, TypeError) as exc:
+            self.bad.append(BadInput(item, offset, f"not a rule input: {exc!r}"))
+            return
+        if observation is None:
+            return
+        changes = lifecycle.update(observation)
+        if stamp is not None and any(alert.state == "firing" for alert in changes):
+            self.fired_stamps.append(stamp)
+        out += changes
 
     def keep_alive(self, now_ms: int) -> None:
         """Not idle although nothing came: inputs are still waiting to be read, or the
@@ -289,13 +395,19 @@ class RuleEngine:
                 )
 
     def _target(self, evaluator: RuleEvaluator, now_ms: int) -> int:
-        """Where the rule's watermark should be now."""
+        """Where the rule's watermark should be now. Finals are exact: the window stage
+        sends their frontier once it has taken its own lateness into account, so a rule
+        over an aggregate follows it without another allowance."""
         kind, feed = evaluator.feed
         frontier = self.progress.frontier(kind, feed)
         clock = evaluator.clock
         clock.following = frontier is not None
         if frontier is not None:
-            return _NEVER if frontier == NEVER else frontier - self.allowed_lateness_ms
+            if frontier == NEVER:
+                return _NEVER
+            if kind == "aggregates":
+                return frontier - self.start_lags.get(evaluator.name, 0)
+            return frontier - self.allowed_lateness_ms
         target = clock.newest_ms - self.allowed_lateness_ms
         if clock.active_wall_ms is not None:
             idle = now_ms - clock.active_wall_ms - self.idle_timeout_ms
@@ -315,10 +427,15 @@ class RuleEngine:
             # so its first finals could come behind them (the detectors judge, as before).
             if clock.following and evaluator.feed[0] == "events" and watermark > clock.late_before:
                 clock.late_before = watermark
-            if watermark <= evaluator.clock.watermark:
+            if watermark <= clock.watermark:
                 continue
-            evaluator.clock.watermark = watermark
+            clock.watermark = watermark
             self._meta_dirty = True
+            pending = clock.pending
+            if pending and pending[0][0] <= watermark:
+                self._dirty.add(name)
+                while pending and pending[0][0] <= watermark:
+                    self._apply(evaluator, self._pop(clock), out)
             observations = evaluator.detector.advance(watermark)
             lifecycle = evaluator.lifecycle
             for observation in observations:
@@ -329,11 +446,26 @@ class RuleEngine:
                 self._dirty.add(name)
         return out
 
+    def drain(self) -> list[Alert]:
+        """Apply every pending input now, in order, without moving the watermarks: the
+        end of a recording (`ioc backtest`), after which nothing older can come."""
+        out: list[Alert] = []
+        for name, evaluator in self.evaluators.items():
+            if evaluator.clock.pending:
+                self._dirty.add(name)
+            while evaluator.clock.pending:
+                self._apply(evaluator, self._pop(evaluator.clock), out)
+        return out
+
     # -- state ---------------------------------------------------------------------------
 
-    def take_dirty(self) -> list[tuple[str, bytes | None]]:
-        """(state key, payload) of what changed since the last call."""
+    def take_dirty(self, position: int | None = None) -> list[tuple[str, bytes | None]]:
+        """(state key, payload) of what changed since the last call; `position` is the
+        next offset to read, up to which the pending bitmap is taken."""
         dirty = [(name, self.evaluators[name].snapshot()) for name in sorted(self._dirty)]
+        if self._pending_dirty and position is not None:
+            dirty.append((PENDING, self._pending_record(position)))
+            self._pending_dirty = False
         if self._meta_dirty:
             clocks = {name: e.clock.dump() for name, e in self.evaluators.items()}
             meta = {"clocks": clocks, "sources": self.progress.dump()}
@@ -341,6 +473,29 @@ class RuleEngine:
         self._dirty.clear()
         self._meta_dirty = False
         return dirty  # type: ignore[return-value]
+
+    def _pending_record(self, position: int) -> bytes:
+        """Which offsets below `position` are pending: the oldest, and a bitmap from it."""
+        offsets = self.pending_offsets
+        if not offsets:
+            return b"{}"
+        start = min(offsets)
+        bits = bytearray((position - start + 7) // 8)
+        for offset in offsets:
+            index = offset - start
+            bits[index >> 3] |= 1 << (index & 7)
+        packed = base64.b64encode(zlib.compress(bytes(bits))).decode()
+        return orjson.dumps({"from": start, "to": position, "bits": packed})
+
+    def _load_pending(self, payload: bytes) -> None:
+        doc = orjson.loads(payload)
+        if not doc:
+            return
+        start, bits = doc["from"], zlib.decompress(base64.b64decode(doc["bits"]))
+        self.resume_from, self._replay_until = start, doc["to"]
+        self._replay_keep = {
+            start + index for index in range(len(bits) * 8) if bits[index >> 3] & (1 << (index & 7))
+        }
 
     def restore(self, items: Iterable[tuple[str, bytes]]) -> list[str]:
         """Load checkpointed state; returns the keys of rules that no longer exist, for
@@ -351,6 +506,9 @@ class RuleEngine:
         for key, payload in items:
             if key == META:
                 meta = orjson.loads(payload)
+                continue
+            if key == PENDING:
+                self._load_pending(payload)
                 continue
             evaluator = self.evaluators.get(key)
             if evaluator is None:
@@ -366,10 +524,12 @@ class RuleEngine:
             meta = {"clocks": {name: [newest, watermark] for name in self.evaluators}}
         if type(meta) is dict:
             self.progress.load(meta.get("sources", []))
-            for name, (newest, watermark) in meta.get("clocks", {}).items():
+            for name, dumped in meta.get("clocks", {}).items():
                 evaluator = self.evaluators.get(name)
                 if evaluator is not None:
                     clock = evaluator.clock
-                    clock.newest_ms, clock.watermark = newest, watermark
-                    clock.watermark_at_active = watermark
+                    clock.newest_ms, clock.watermark = dumped[0], dumped[1]
+                    clock.watermark_at_active = clock.watermark
+                    if len(dumped) == 4:  # older checkpoints kept only the first two
+                        clock.following, clock.late_before = bool(dumped[2]), dumped[3]
         return stale

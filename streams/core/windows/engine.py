@@ -315,13 +315,13 @@ class WindowEngine:
 
     def aggregate_frontiers(self, partition: str) -> list[tuple[str, int]]:
         """(aggregate, frontier) for what comes after on `ioc.aggregates`: every final
-        the partition reports from now on is of a window starting after the frontier
-        (its watermark − the aggregate's size + grace). Empty before the partition has a
-        watermark."""
+        the partition reports from now on is of a window ending after the frontier
+        (its watermark − the aggregate's grace: a window closes once the watermark
+        passes its end + grace). Empty before the partition has a watermark."""
         p = self._partitions.get(partition)
         if p is None or p.watermark == _NEVER:
             return []
-        return [(plan.name, p.watermark - plan.close_after) for plan in self._plans]
+        return [(plan.name, p.watermark - plan.close_after + plan.size) for plan in self._plans]
 
     def _new_partition(self, partition: str) -> _Partition:
         p = _Partition(len(self._plans))

@@ -25,12 +25,12 @@ import orjson
 from aiokafka import TopicPartition
 
 from models.alerts import Alert
-from models.derived import aggregate_outputs
+from models.derived import AQI_AGGREGATE, AQI_SOURCE_AGGREGATE, aggregate_outputs
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
 from models.rules import Rule
 from streams.core.progress import Frontier, Heartbeat, Progress, decode, is_progress
-from streams.core.rules.engine import LateInput, RuleEngine
+from streams.core.rules.engine import BadInput, LateInput, RuleEngine
 from streams.core.rules.plan import RouteTable, RuleInput
 from streams.core.windows import Aggregate
 from streams.worker import topics
@@ -58,6 +58,30 @@ def summing_rules(rules: list[Rule], aggregates: list[Aggregate]) -> set[str]:
         for rule in rules
         if rule.aggregate is not None and set(rule.group_by) != set(outputs[rule.aggregate].group)
     }
+
+
+def start_lags(rules: list[Rule], aggregates: list[Aggregate]) -> dict[str, int]:
+    """Rules that time an aggregate's finals by window start (baselines, by slot): how
+    far behind its frontier, in window ends, their inputs' times are (the window size)."""
+    sizes = {aggregate.name: aggregate.window.size for aggregate in aggregates}
+    if AQI_SOURCE_AGGREGATE in sizes:
+        sizes.setdefault(AQI_AGGREGATE, sizes[AQI_SOURCE_AGGREGATE])
+    return {
+        rule.name: sizes.get(rule.aggregate, 0)
+        for rule in rules
+        if rule.aggregate is not None and rule.kind == "baseline"
+    }
+
+
+class _Refused:
+    """Where a refused pending input was read, for its dead letter."""
+
+    __slots__ = ("key", "offset", "partition", "topic", "value")
+
+    def __init__(self, tp: TopicPartition, refused: BadInput) -> None:
+        self.topic, self.partition = tp.topic, tp.partition
+        self.offset = -1 if refused.offset is None else refused.offset
+        self.key, self.value = refused.item.key, refused.item.to_json()
 
 
 class RuleRouter(BatchStage):
@@ -168,6 +192,7 @@ class RuleStage(ChangelogStage):
         super().__init__(settings, metrics, [topics.rule_inputs(settings.app_id)], **kwargs)
         self.rules = rules
         self.summing = summing_rules(rules, aggregates)
+        self.start_lags = start_lags(rules, aggregates)
         outputs = aggregate_outputs(aggregates)
         #: rule → the family it reads (an aggregate rule: its aggregate's), for /metrics
         self.families = {
@@ -184,17 +209,20 @@ class RuleStage(ChangelogStage):
             self.rules, self.summing,
             allowed_lateness_ms=int(config.allowed_lateness_s * 1000),
             idle_timeout_ms=int(config.idle_timeout_s * 1000),
+            max_pending=config.max_pending, start_lags=self.start_lags,
         )  # fmt: skip
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         engine = self.engines[tp]
         for record in records:
+            if engine.skip(record.offset):
+                continue  # applied before the checkpoint; read again for an older one
             try:
                 if record.headers and is_progress(record.headers):
                     engine.observe_progress(decode(record.value))
                     continue
                 item = RuleInput.from_json(record.value)
-                alerts = engine.process(item, now_ms)
+                alerts = engine.process(item, now_ms, record.offset, record.timestamp)
             except (ValueError, TypeError, KeyError) as exc:
                 # The router wrote this topic: only a foreign producer or a rule
                 # removed since the input was routed gets here.
@@ -214,9 +242,24 @@ class RuleStage(ChangelogStage):
             highwater = consumer.highwater(tp)
             if highwater is None or self.positions.get(tp, -1) < highwater:
                 engine.keep_alive(now_ms)  # still reading: not idle
+            overflowed = engine.overflowed
             alerts = engine.advance(now_ms)
             if alerts:
                 await self._emit(alerts, None)
+            await self._drain(tp, engine)
+            self.metrics.pending_overflow.inc(engine.overflowed - overflowed)
+        self.metrics.pending_rule_inputs.set(sum(e.pending for e in self.engines.values()))
+
+    async def _drain(self, tp: TopicPartition, engine: RuleEngine) -> None:
+        """Dead-letter the pending inputs their detectors refused; time the alerts that
+        inputs raised when their turn came."""
+        bad, engine.bad = engine.bad, []
+        for refused in bad:
+            await self.reject(_Refused(tp, refused), "schema", refused.reason, family="rules")
+        now = time.time()
+        for stamp in engine.fired_stamps:
+            self.metrics.alert_latency.observe(max(now - stamp / 1000, 0.0))
+        engine.fired_stamps.clear()
 
     def progress_views(self) -> list[Progress]:
         return [engine.progress for engine in list(self.engines.values())]
@@ -251,7 +294,7 @@ class RuleStage(ChangelogStage):
         if engine is None:
             return []
         dirty: list[tuple[str, bytes | None]] = [(key, None) for key in self._stale.pop(tp, [])]
-        dirty += engine.take_dirty()
+        dirty += engine.take_dirty(position)
         return self.changelog_records(tp, dirty, position)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -261,6 +304,10 @@ class RuleStage(ChangelogStage):
             self._stale[tp] = engine.restore(recovered.items.items())
             engine.keep_alive(int(time.time() * 1000))
             self.resume(tp, recovered)
+            if engine.resume_from is not None:
+                # Inputs still pending at the checkpoint: read again from the oldest.
+                self.consumer.seek(tp, engine.resume_from)
+                self.positions[tp] = engine.resume_from
         log.info("rules: recovered %d partitions from %s", len(assigned), self.changelog)
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:

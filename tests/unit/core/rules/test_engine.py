@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -168,10 +169,14 @@ def test_a_security_backlog_neither_holds_back_city_rules_nor_is_late_for_them()
     made.advance(0)
     assert made.watermark("sensor_silent") == int(NOW.timestamp() * 1000)
     assert made.watermark("brute_force") == int(T0.timestamp() * 1000)
-    # Security events an hour older than the city's progress are on time for their rules.
+    # Security events an hour older than the city's progress are on time for their rules;
+    # they wait for their turn until the security progress passes them.
     ten = [failure(T0 + timedelta(seconds=i), i) for i in range(10)]
-    [alert] = feed(made, "security", ten)
-    assert (alert.rule, alert.state) == ("brute_force", "firing")
+    assert feed(made, "security", ten) == []
+    assert made.pending > 0
+    made.observe_progress([progress_of("security", T0 + timedelta(seconds=9))])
+    [alert] = [a for a in made.advance(0) if a.rule == "brute_force"]
+    assert alert.state == "firing"
 
 
 def test_an_input_older_than_its_rules_watermark_is_returned_late():
@@ -215,3 +220,80 @@ def test_clocks_and_sources_survive_a_checkpoint():
     restored.restore(state.items())  # type: ignore[arg-type]
     assert restored.watermark("brute_force") == made.watermark("brute_force")
     assert restored.progress.sources == made.progress.sources
+
+
+# -- inputs judged in event-time order ---------------------------------------------------
+
+
+def attack(seed: int) -> list[dict]:
+    """Failures from three addresses, some bursts crossing brute force's threshold."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(60):
+        at = T0 + timedelta(seconds=rng.randrange(0, 900))
+        ip = f"203.0.113.{rng.randrange(1, 4)}"
+        out.append(failure(at, n, ip=ip, user=f"u{rng.randrange(0, 8)}"))
+    return out
+
+
+def following(made: RuleEngine, upto: datetime) -> list[Alert]:
+    made.observe_progress([progress_of("security", upto), progress_of("city", upto)])
+    return made.advance(0)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_rule_following_progress_judges_inputs_in_event_time_order(seed):
+    events = attack(seed)
+    in_order = engine()
+    following(in_order, T0)
+    expected = feed(in_order, "security", sorted(events, key=lambda e: e["@timestamp"]))
+    expected += following(in_order, T0 + timedelta(hours=1))
+    shuffled = list(events)
+    random.Random(seed).shuffle(shuffled)
+    made = engine()
+    following(made, T0)
+    # The progress between the two halves passes part of the first, none of the second.
+    second_half_from = min(datetime.fromisoformat(e["@timestamp"]) for e in shuffled[30:])
+    got = feed(made, "security", shuffled[:30])
+    got += following(made, second_half_from - timedelta(seconds=1))
+    got += feed(made, "security", shuffled[30:]) + following(made, T0 + timedelta(hours=1))
+    assert {a.rule for a in expected} >= {"brute_force"}
+    assert [a.to_json() for a in got] == [a.to_json() for a in expected]
+
+
+def test_inputs_pending_at_a_checkpoint_are_read_again_and_only_they():
+    events = sorted(attack(4), key=lambda e: e["@timestamp"])
+    table = route_table(RULES, AGGREGATES)
+    items = [
+        RuleInput.from_json(i.to_json()) for e in events for i in table.event_inputs("security", e)
+    ]
+    straight = engine()
+    following(straight, T0)
+    for item in items:
+        straight.process(item, 0)
+    expected = following(straight, T0 + timedelta(minutes=5))
+    expected += following(straight, T0 + timedelta(hours=1))
+
+    first = engine()
+    following(first, T0)
+    half = len(items) // 2
+    for offset, item in enumerate(items[:half]):
+        first.process(item, 0, offset)
+    got = following(first, T0 + timedelta(minutes=5))  # some applied, the rest pending
+    assert 0 < first.pending < half
+    second = engine()
+    second.restore(first.take_dirty(half))
+    assert second.resume_from == min(first.pending_offsets)
+    for offset, item in enumerate(items):
+        if offset >= second.resume_from and not second.skip(offset):
+            second.process(item, 0, offset)
+    assert sum(not second.skip(o) for o in range(second.resume_from, half)) == first.pending
+    got += following(second, T0 + timedelta(hours=1))
+    assert [a.to_json() for a in got] == [a.to_json() for a in expected]
+
+
+def test_past_its_pending_limit_a_partition_applies_the_oldest_at_once():
+    made = RuleEngine(RULES, allowed_lateness_ms=0, max_pending=3)
+    following(made, T0)
+    feed(made, "security", [failure(T0 + timedelta(seconds=i), i) for i in range(4)])
+    assert made.pending == 3 and made.overflowed > 0
