@@ -310,9 +310,15 @@ class RuleEngine:
         return None if mark == _NEVER else mark
 
     def observe_progress(self, frontiers: list[Frontier]) -> None:
-        """A progress record read on the partition (the next `advance` follows it)."""
+        """A progress record read on the partition (the next `advance` follows it). A
+        rule whose feed it names follows progress from now on: the inputs read after
+        it wait for their turn, even before the next `advance`."""
         if self.progress.observe(frontiers):
             self._meta_dirty = True
+            for evaluator in self.evaluators.values():
+                if not evaluator.clock.following:
+                    kind, feed = evaluator.feed
+                    evaluator.clock.following = self.progress.frontier(kind, feed) is not None
 
     def skip(self, offset: int) -> bool:
         """Whether the input at `offset` was applied before the checkpoint this engine
@@ -422,10 +428,7 @@ class RuleEngine:
         for name, evaluator in self.evaluators.items():
             watermark = self._target(evaluator, now_ms)
             clock = evaluator.clock
-            # Finals are not judged late yet: a window partition that has not sent its
-            # first progress is unknown downstream and does not hold the others back,
-            # so its first finals could come behind them (the detectors judge, as before).
-            if clock.following and evaluator.feed[0] == "events" and watermark > clock.late_before:
+            if clock.following and watermark > clock.late_before:
                 clock.late_before = watermark
             if watermark <= clock.watermark:
                 continue

@@ -317,10 +317,10 @@ class WindowEngine:
         """(aggregate, frontier) for what comes after on `ioc.aggregates`: every final
         the partition reports from now on is of a window ending after the frontier
         (its watermark − the aggregate's grace: a window closes once the watermark
-        passes its end + grace). Empty before the partition has a watermark."""
+        passes its end + grace). NEVER for each before the partition has a watermark."""
         p = self._partitions.get(partition)
         if p is None or p.watermark == _NEVER:
-            return []
+            return [(plan.name, NEVER) for plan in self._plans]
         return [(plan.name, p.watermark - plan.close_after + plan.size) for plan in self._plans]
 
     def _new_partition(self, partition: str) -> _Partition:

@@ -25,11 +25,16 @@ import orjson
 from aiokafka import TopicPartition
 
 from models.alerts import Alert
-from models.derived import AQI_AGGREGATE, AQI_SOURCE_AGGREGATE, aggregate_outputs
+from models.derived import (
+    AQI_AGGREGATE,
+    AQI_SOURCE_AGGREGATE,
+    BACKLOG_AGGREGATE,
+    aggregate_outputs,
+)
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
 from models.rules import Rule
-from streams.core.progress import Frontier, Heartbeat, Progress, decode, is_progress
+from streams.core.progress import NEVER, Frontier, Heartbeat, Progress, decode, is_progress
 from streams.core.rules.engine import BadInput, LateInput, RuleEngine
 from streams.core.rules.plan import RouteTable, RuleInput
 from streams.core.windows import Aggregate
@@ -105,6 +110,7 @@ class RuleRouter(BatchStage):
         #: The sources of each input partition, from the progress records read on it.
         self.progress: dict[TopicPartition, Progress] = {}
         self._sent: dict[TopicPartition, list[Frontier]] = {}
+        self._assigned_at: dict[TopicPartition, float] = {}  # monotonic
         self._heartbeat = Heartbeat()
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
@@ -151,12 +157,14 @@ class RuleRouter(BatchStage):
         rule inputs, after the inputs routed from what came before: per family for
         events, per aggregate for finals (streams.core.progress)."""
         beat = self._heartbeat.due(time.monotonic())
-        for tp in sorted(self.progress):
-            progress = self.progress[tp]
+        for tp in sorted(set(self.progress) | set(self._assigned_at)):
             name = f"{tp.topic}:{tp.partition}"
             family = self.family.get(tp.topic)
+            progress = self.progress.get(tp)
             frontiers: list[Frontier] = []
-            if family is not None:
+            if progress is None:
+                frontiers = self._unheard(tp, name, family)
+            elif family is not None:
                 frontier = progress.frontier()
                 if frontier is not None:
                     frontiers = [Frontier(name, "events", family, frontier, progress.idle())]
@@ -173,10 +181,32 @@ class RuleRouter(BatchStage):
             self._sent[tp] = frontiers
             await self.outbox.send_progress(self.inputs_topic, frontiers)
 
+    def _unheard(self, tp: TopicPartition, name: str, family: str | None) -> list[Frontier]:
+        """An input partition no progress has come from yet: it exists (NEVER), so the
+        rules wait for it rather than judge the first inputs routed in arrival order;
+        after the ingest idle timeout without progress (a foreign producer) it is idle,
+        and holds nothing back."""
+        waited = time.monotonic() - self._assigned_at[tp]
+        idle = waited > self.settings.ingest.idle_timeout_s
+        if family is not None:
+            return [Frontier(name, "events", family, NEVER, idle)]
+        return [
+            Frontier(f"{name}/{aggregate}", "aggregates", aggregate, NEVER, idle)
+            for aggregate in sorted(self.table.by_aggregate)
+            if aggregate != BACKLOG_AGGREGATE  # the case stage sends no progress
+        ]
+
+    async def on_assigned(self, assigned: list[TopicPartition]) -> None:
+        now = time.monotonic()
+        for tp in assigned:
+            self._assigned_at[tp] = now
+        await self.send_progress()  # before the first inputs routed from them
+
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self.progress.pop(tp, None)
             self._sent.pop(tp, None)
+            self._assigned_at.pop(tp, None)
 
 
 class RuleStage(ChangelogStage):

@@ -150,10 +150,12 @@ class WindowStage(ChangelogStage):
             if engine is None:
                 continue
             name = _name(tp)
-            frontiers = engine.aggregate_frontiers(name)
             progress = engine.progress(name)
-            if not frontiers or progress is None:
-                continue
+            if progress is None:
+                continue  # no progress upstream (a foreign producer): none to pass on
+            # Before its first watermark, a partition still says it exists (NEVER): the
+            # rules over aggregates wait for it, and its first finals are not late.
+            frontiers = engine.aggregate_frontiers(name)
             derived = self.derived.get(tp.topic)
             if derived is not None:
                 frontiers += derived.frontiers(frontiers)

@@ -12,7 +12,7 @@ import pytest
 from models.alerts import Alert
 from models.rulefile import default_rules
 from streams.core.ingest import process_message
-from streams.core.progress import Frontier
+from streams.core.progress import NEVER, Frontier
 from streams.core.rules.engine import LateInput, RuleEngine
 from streams.core.rules.plan import RuleInput
 from streams.core.windows import default_aggregates
@@ -297,3 +297,13 @@ def test_past_its_pending_limit_a_partition_applies_the_oldest_at_once():
     following(made, T0)
     feed(made, "security", [failure(T0 + timedelta(seconds=i), i) for i in range(4)])
     assert made.pending == 3 and made.overflowed > 0
+
+
+def test_inputs_read_after_the_first_progress_wait_even_before_an_advance():
+    made = engine()
+    # A router announces its partitions (NEVER) before it routes anything.
+    made.observe_progress(
+        [Frontier("ioc.security.validated:0", "events", "security", NEVER, False)]
+    )
+    assert feed(made, "security", [failure(T0 + timedelta(seconds=i), i) for i in range(10)]) == []
+    assert made.pending > 0

@@ -10,6 +10,7 @@ from aiokafka import TopicPartition
 from models.aggregates import default_aggregates
 from models.deadletter import DeadLetter
 from models.rulefile import default_rules
+from streams.core.progress import NEVER, Heartbeat
 from streams.worker import topics
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import MemoryOutbox
@@ -66,3 +67,23 @@ async def test_the_rule_stage_dead_letters_what_is_not_a_rule_input():
     assert [(d.stage, d.family, d.offset) for d in got] == [("rules", "rules", n) for n in range(3)]
     assert all(d.reason.startswith("not a rule input: ") for d in got)
     assert outbox.on(topics.ALERTS) == []
+
+
+async def test_the_router_announces_its_partitions_before_routing_and_idles_unheard_ones():
+    router = RuleRouter(SETTINGS, Metrics(), RULES, AGGREGATES_PACK)
+    router._outbox = outbox = MemoryOutbox()  # type: ignore[assignment]
+    security, finals = TopicPartition(VALIDATED["security"], 1), TopicPartition(AGGREGATES, 1)
+    await router.on_assigned([security, finals])
+    sent = [f for _, frontiers in outbox.progress for f in frontiers]
+    assert {(f.kind, f.feed) for f in sent} >= {
+        ("events", "security"),
+        ("aggregates", "aqi_station_1h"),
+    }
+    assert all(f.frontier_ms == NEVER and not f.idle for f in sent)
+    assert "case_backlog" not in {f.feed for f in sent}  # the case stage sends no progress
+    # A partition no progress comes from (a foreign producer) holds nothing back for long.
+    router._assigned_at = {tp: 0.0 for tp in router._assigned_at}
+    router._heartbeat = Heartbeat()
+    outbox.progress.clear()
+    await router.send_progress()
+    assert all(f.idle for _, frontiers in outbox.progress for f in frontiers)
