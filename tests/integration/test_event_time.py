@@ -1,15 +1,11 @@
 """The live pipeline against `ioc backtest`, whatever the delivery order.
 
 One recorded simulator run (every family, every incident of its cycle) goes to a
-fresh worker on a broker of its own, delivered three ways: (a) the families one after
+fresh worker on a broker of its own, delivered four ways: (a) the families one after
 another, each a backlog, to a running worker; (b) spread by librdkafka's partitioner
-(CRC32 of the key), not ingest's; (c) the same, with partition 0 of each source topic
-half an hour of event time behind the others. Not yet agreed: when one device's
-readings cross several source partitions (the simulator keys some messages by
-gateway, and a random partitioner does it always), they reach the rule stage out of
-order; the threshold, count and distinct detectors judge inputs in arrival order, and
-their alerts then differ from the backtest's (a water gauge firing twice instead of
-once). Run with IOC_TEST_DIFFERENTIAL=1.
+(CRC32 of the key), not ingest's; (c) a random partition per message, so that one
+device's readings cross every partition, out of order; (d) spread as (b), with
+partition 0 of each source topic half an hour of event time behind the others.
 The window finals of the per-device aggregates (identity, values; see PER_DEVICE) and
 the alert state changes (rule, labels, state, start, end; see assert_same_alerts) must
 be those `ioc backtest` gives for the same recording, and nothing may be
@@ -26,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 import time
 from datetime import UTC, datetime, timedelta
@@ -50,15 +45,7 @@ from streams.worker.topics import AGGREGATES, ALERTS, DEADLETTER, SOURCE
 from tests.conftest import air_quality, auth_failure, dossier
 from tests.integration.conftest import BROKERS, Worker, consume, start_broker
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    # Not yet in the README's test command: see "Not yet" above; the alerts of a water
-    # gauge whose readings cross source partitions still differ.
-    pytest.mark.skipif(
-        os.environ.get("IOC_TEST_DIFFERENTIAL") != "1", reason="set IOC_TEST_DIFFERENTIAL=1"
-    ),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RECORDED_S = 600  # one incident cycle
 FLUSH_AFTER = timedelta(hours=2)
