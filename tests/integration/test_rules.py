@@ -46,6 +46,8 @@ def rules_worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> It
     env = {
         "IOC_RULES__RULES": str(directory / "rules.yaml"),
         "IOC_RULES__IDLE_TIMEOUT_S": "1",
+        # One device alone: its source partition must go idle for its silence to count.
+        "IOC_INGEST__IDLE_TIMEOUT_S": "1",
         "IOC_RULES__ALLOWED_LATENESS_S": "0",
     }
     running = Worker(bootstrap, directory, **env).start()
@@ -116,4 +118,5 @@ async def test_a_sensor_going_silent_fires_and_resolves_when_it_speaks(
     again["dateObserved"] = datetime.now(UTC).isoformat()
     await produce(bootstrap, SOURCE["city"], [(None, orjson.dumps(again))])
     records = await consume(bootstrap, ALERTS, mine, until=lambda kept: len(kept) >= 2, timeout=60)
-    assert [a.state for a in alerts_of(records)] == ["firing", "resolved"]
+    # (Silent again after that, it may fire again: not this test's business.)
+    assert [a.state for a in alerts_of(records)][:2] == ["firing", "resolved"]

@@ -355,7 +355,7 @@ class RuleEngine:
                 return []
             self.overflowed += 1
             out: list[Alert] = []
-            self._apply(evaluator, self._pop(clock), out)
+            self._apply(evaluator, self._pop(clock), out, timers=False)
             return out
         observation = evaluator.observe(item)
         if observation is None:
@@ -370,13 +370,18 @@ class RuleEngine:
             self._pending_dirty = True
         return entry
 
-    def _apply(self, evaluator: RuleEvaluator, entry: _Pending, out: list[Alert]) -> None:
-        """A pending input's turn: the timers due before it act, then it is observed."""
+    def _apply(
+        self, evaluator: RuleEvaluator, entry: _Pending, out: list[Alert], timers: bool = True
+    ) -> None:
+        """A pending input's turn: the timers due before it act, then it is observed.
+        Without `timers` (applied ahead of the watermark), time stays where the
+        watermark is: inputs older than this one may still come."""
         at_ms, _, _, item, offset, stamp = entry
         lifecycle = evaluator.lifecycle
-        for observation in evaluator.detector.advance(at_ms - 1):
-            out += lifecycle.update(observation)
-        out += lifecycle.advance(at_ms - 1)
+        if timers:
+            for observation in evaluator.detector.advance(at_ms - 1):
+                out += lifecycle.update(observation)
+            out += lifecycle.advance(at_ms - 1)
         try:
             observation = evaluator.observe(item)
         except (ValueError, TypeError) as exc:
@@ -428,6 +433,12 @@ class RuleEngine:
         for name, evaluator in self.evaluators.items():
             watermark = self._target(evaluator, now_ms)
             clock = evaluator.clock
+            if not clock.following and clock.pending:
+                # Its sources went quiet for good (all idle, never an event): inputs
+                # are judged as they come again, so those waiting are judged now.
+                self._dirty.add(name)
+                while clock.pending:
+                    self._apply(evaluator, self._pop(clock), out, timers=False)
             if clock.following and watermark > clock.late_before:
                 clock.late_before = watermark
             if watermark <= clock.watermark:

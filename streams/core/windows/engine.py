@@ -313,6 +313,11 @@ class WindowEngine:
         p = self._partitions.get(partition)
         return p.progress if p is not None and p.progress.informative else None
 
+    def heard(self, partition: str) -> bool:
+        """Whether a progress record was read on the partition, informative or not."""
+        p = self._partitions.get(partition)
+        return p is not None and bool(p.progress.sources)
+
     def aggregate_frontiers(self, partition: str) -> list[tuple[str, int]]:
         """(aggregate, frontier) for what comes after on `ioc.aggregates`: every final
         the partition reports from now on is of a window ending after the frontier

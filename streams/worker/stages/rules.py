@@ -165,17 +165,16 @@ class RuleRouter(BatchStage):
             if progress is None:
                 frontiers = self._unheard(tp, name, family)
             elif family is not None:
+                # None: every source idle without an event (NEVER, idle: holds nothing).
                 frontier = progress.frontier()
-                if frontier is not None:
-                    frontiers = [Frontier(name, "events", family, frontier, progress.idle())]
+                frontier = NEVER if frontier is None else frontier
+                frontiers = [Frontier(name, "events", family, frontier, progress.idle())]
             else:
                 for feed in sorted({f.feed for f in progress.sources.values()}):
                     frontier = progress.frontier("aggregates", feed)
-                    if frontier is not None:
-                        idle = progress.idle("aggregates", feed)
-                        frontiers.append(
-                            Frontier(f"{name}/{feed}", "aggregates", feed, frontier, idle)
-                        )
+                    frontier = NEVER if frontier is None else frontier
+                    idle = progress.idle("aggregates", feed)
+                    frontiers.append(Frontier(f"{name}/{feed}", "aggregates", feed, frontier, idle))
             if not frontiers or (not beat and self._sent.get(tp) == frontiers):
                 continue
             self._sent[tp] = frontiers

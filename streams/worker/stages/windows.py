@@ -151,7 +151,7 @@ class WindowStage(ChangelogStage):
                 continue
             name = _name(tp)
             progress = engine.progress(name)
-            if progress is None:
+            if progress is None and not engine.heard(name):
                 continue  # no progress upstream (a foreign producer): none to pass on
             # Before its first watermark, a partition still says it exists (NEVER): the
             # rules over aggregates wait for it, and its first finals are not late.
@@ -159,7 +159,8 @@ class WindowStage(ChangelogStage):
             derived = self.derived.get(tp.topic)
             if derived is not None:
                 frontiers += derived.frontiers(frontiers)
-            idle = progress.idle()
+            # Sources all idle since they started say nothing: neither does it, then.
+            idle = True if progress is None else progress.idle()
             if not beat and self._sent.get(tp) == (frontiers, idle):
                 continue
             self._sent[tp] = (frontiers, idle)
