@@ -184,6 +184,18 @@ class Progress:
             self.informative = any(not f.idle or f.frontier_ms != NEVER for f in sources.values())
         return moved
 
+    def wakes(self, frontiers: list[Frontier]) -> bool:
+        """Whether these frontiers (not yet observed) bring a source that is busy and was
+        idle or unknown: a stage passes that on at once, before the records after it, so
+        that what it sends next is held back for the woken source downstream too."""
+        sources = self.sources
+        for f in frontiers:
+            if not f.idle:
+                known = sources.get(f.source)
+                if known is None or known.idle:
+                    return True
+        return False
+
     def frontier(self, kind: str | None = None, feed: str | None = None) -> int | None:
         """The frontier of the matching sources (see the module doc); None when none is
         known, or all are idle without ever having shown an event."""

@@ -98,6 +98,12 @@ class Metrics:
             "(IOC_RULES__MAX_PENDING) was reached: their order is then the arrival order.",
             registry=self.registry,
         )  # fmt: skip
+        self.replayed_rule_inputs = Counter(
+            "ioc_rules_replayed_inputs",
+            "Rule inputs dropped as a copy of one waiting for its turn (an upstream stage "
+            "replayed what it had sent before a crash).",
+            registry=self.registry,
+        )  # fmt: skip
         self.open_cases = Gauge(
             "ioc_cases_open", "Open cases in this worker's partitions at the last report.",
             registry=self.registry,

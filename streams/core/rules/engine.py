@@ -288,6 +288,7 @@ class RuleEngine:
         self.pending_offsets: set[int] = set()  # offsets of the inputs pending, all rules
         self.pending = 0  # inputs pending, all rules
         self.overflowed = 0  # inputs applied ahead of their turn: the pending limit
+        self.replayed = 0  # inputs dropped as a copy of one pending (an upstream replay)
         self._arrivals = 0
         self._pending_dirty = False
         #: Inputs the detectors refused when their turn came (drained by the caller).
@@ -364,11 +365,20 @@ class RuleEngine:
 
     def _pop(self, clock: _Clock) -> _Pending:
         entry = heapq.heappop(clock.pending)
+        self._forget(entry)
+        # The same input twice (a stage upstream replayed what it had sent before a
+        # crash) sorts next to itself: it counts once.
+        pending = clock.pending
+        while pending and pending[0][0] == entry[0] and pending[0][1] == entry[1]:
+            self._forget(heapq.heappop(pending))
+            self.replayed += 1
+        return entry
+
+    def _forget(self, entry: _Pending) -> None:
         self.pending -= 1
         if entry[4] is not None:
             self.pending_offsets.discard(entry[4])
             self._pending_dirty = True
-        return entry
 
     def _apply(
         self, evaluator: RuleEvaluator, entry: _Pending, out: list[Alert], timers: bool = True

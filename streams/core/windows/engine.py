@@ -313,6 +313,12 @@ class WindowEngine:
         p = self._partitions.get(partition)
         return p.progress if p is not None and p.progress.informative else None
 
+    def wakes(self, partition: str, frontiers: list[Frontier]) -> bool:
+        """Whether a progress record (not yet observed) wakes a source of the partition
+        (streams.core.progress.Progress.wakes)."""
+        p = self._partitions.get(partition)
+        return Progress().wakes(frontiers) if p is None else p.progress.wakes(frontiers)
+
     def heard(self, partition: str) -> bool:
         """Whether a progress record was read on the partition, informative or not."""
         p = self._partitions.get(partition)

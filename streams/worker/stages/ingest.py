@@ -106,16 +106,20 @@ class IngestStage(BatchStage):
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         ingestor = self._ingestors[tp.topic]
         now = datetime.fromtimestamp(now_ms / 1000, UTC)
+        clock = self.clocks.get(tp)
+        if clock is not None and clock.idle(now_ms, self.idle_timeout_ms):
+            # Woken: said busy downstream before its records, which then wait for it
+            # there rather than being judged in arrival order.
+            clock.busy(now_ms)
+            self._wake_siblings(tp, now_ms)
+            await self.send_progress(now_ms, force=False)
         newest = NEVER
         for record in records:
             sent = await ingestor.ingest(tp.topic, tp.partition, record, now)
             if sent > newest:
                 newest = sent
-        clock = self.clocks.get(tp)
         if clock is None:
             return
-        if clock.idle(now_ms, self.idle_timeout_ms):
-            self._wake_siblings(tp, now_ms)
         if newest != NEVER:
             clock.saw(newest, now_ms)
         else:

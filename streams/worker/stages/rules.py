@@ -120,9 +120,15 @@ class RuleRouter(BatchStage):
         for record in records:
             if record.headers and is_progress(record.headers):
                 try:
-                    self.progress.setdefault(tp, Progress()).observe(decode(record.value))
+                    frontiers = decode(record.value)
                 except ValueError as exc:
                     await self.reject(record, "schema", str(exc), family=what)
+                    continue
+                progress = self.progress.setdefault(tp, Progress())
+                woke = progress.wakes(frontiers)
+                progress.observe(frontiers)
+                if woke:  # passed on before the inputs routed after it
+                    await self.send_progress()
                 continue
             if record.value is None:
                 await self.reject(
@@ -271,12 +277,13 @@ class RuleStage(ChangelogStage):
             highwater = consumer.highwater(tp)
             if highwater is None or self.positions.get(tp, -1) < highwater:
                 engine.keep_alive(now_ms)  # still reading: not idle
-            overflowed = engine.overflowed
+            overflowed, replayed = engine.overflowed, engine.replayed
             alerts = engine.advance(now_ms)
             if alerts:
                 await self._emit(alerts, None)
             await self._drain(tp, engine)
             self.metrics.pending_overflow.inc(engine.overflowed - overflowed)
+            self.metrics.replayed_rule_inputs.inc(engine.replayed - replayed)
         self.metrics.pending_rule_inputs.set(sum(e.pending for e in self.engines.values()))
 
     async def _drain(self, tp: TopicPartition, engine: RuleEngine) -> None:

@@ -96,9 +96,18 @@ class WindowStage(ChangelogStage):
         for record in records:
             if record.headers and is_progress(record.headers):
                 try:
-                    results += engine.observe_progress(partition, decode(record.value))
+                    frontiers = decode(record.value)
                 except ValueError as exc:
                     await self.reject(record, "schema", str(exc), family=family)
+                    continue
+                woke = engine.wakes(partition, frontiers)
+                results += engine.observe_progress(partition, frontiers)
+                if woke:
+                    # Passed on at once, after the finals before it, so that the rules
+                    # over aggregates wait for this partition's next finals.
+                    await self._emit_results(tp, partition, results)
+                    results = []
+                    await self.send_progress()
                 continue
             if record.value is None:
                 reason = "not a validated event: null value"
@@ -126,6 +135,12 @@ class WindowStage(ChangelogStage):
                 reason = f"late: the {late.aggregate} window starting at {start} had closed"
                 await self.reject(record, "late", reason, family=family)
         self.metrics.window_events.labels(family).inc(len(records))
+        await self._emit_results(tp, partition, results)
+
+    async def _emit_results(
+        self, tp: TopicPartition, partition: str, results: list[WindowResult]
+    ) -> None:
+        """Results of the partition's records, and what is derived from them."""
         await self._emit(partition, results)
         derived = self.derived.get(tp.topic)
         if derived is not None and results:

@@ -112,3 +112,13 @@ def test_a_heartbeat_is_due_at_once_then_every_interval():
     beat = Heartbeat()
     assert beat.due(100.0) and not beat.due(100.0 + HEARTBEAT_S - 0.1)
     assert beat.due(100.0 + HEARTBEAT_S)
+
+
+def test_a_source_busy_again_or_new_wakes_and_one_moving_on_does_not():
+    progress = Progress()
+    assert progress.wakes([Frontier("s:0", "events", "city", NEVER, False)])  # new, busy
+    assert not progress.wakes([Frontier("s:0", "events", "city", NEVER, True)])  # new, idle
+    progress.observe([Frontier("s:0", "events", "city", NEVER, True)])
+    assert progress.wakes([Frontier("s:0", "events", "city", NEVER, False)])  # idle → busy
+    progress.observe([Frontier("s:0", "events", "city", 5, False)])
+    assert not progress.wakes([Frontier("s:0", "events", "city", 9, False)])  # moved on

@@ -307,3 +307,14 @@ def test_inputs_read_after_the_first_progress_wait_even_before_an_advance():
     )
     assert feed(made, "security", [failure(T0 + timedelta(seconds=i), i) for i in range(10)]) == []
     assert made.pending > 0
+
+
+def test_an_input_replayed_while_its_original_waits_counts_once():
+    events = [failure(T0 + timedelta(seconds=i), i) for i in range(10)]
+    once, twice = engine(), engine()
+    following(once, T0)
+    following(twice, T0)
+    expected = feed(once, "security", events) + following(once, T0 + timedelta(minutes=1))
+    got = feed(twice, "security", events + events[5:]) + following(twice, T0 + timedelta(minutes=1))
+    assert [a.to_json() for a in got] == [a.to_json() for a in expected]
+    assert twice.replayed > 0 and twice.pending == once.pending == 0
