@@ -98,6 +98,12 @@ class Metrics:
             "(IOC_RULES__MAX_PENDING) was reached: their order is then the arrival order.",
             registry=self.registry,
         )  # fmt: skip
+        self.replayed_events = Counter(
+            "ioc_replayed_events",
+            "Validated events dropped by a stage as already applied: ingest produced them "
+            "again after a crash (their lineage header, streams.core.lineage).",
+            ["stage"], registry=self.registry,
+        )  # fmt: skip
         self.replayed_rule_inputs = Counter(
             "ioc_rules_replayed_inputs",
             "Rule inputs dropped as a copy of one waiting for its turn (an upstream stage "

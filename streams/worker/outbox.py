@@ -14,7 +14,14 @@ __all__ = ["MemoryOutbox", "Outbox"]
 
 
 class Outbox(Protocol):
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         """Buffer a record; it is durable once the stage's next checkpoint returns."""
 
     async def send_progress(self, topic: str, frontiers: list[Frontier]) -> None:
@@ -28,12 +35,19 @@ class MemoryOutbox:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
         self.progress: list[tuple[str, list[Frontier]]] = []
+        self.headers: list[list[tuple[str, bytes]] | None] = []  # of each record sent
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Also takes what a stage's checkpoint sends: tombstones, explicit partitions."""
         self.sent.append((topic, key, value))
+        self.headers.append(headers)
 
     async def send_progress(self, topic: str, frontiers: list[Frontier]) -> None:
         self.progress.append((topic, frontiers))

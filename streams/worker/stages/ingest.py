@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 from aiokafka import TopicPartition
 
 from models.families import FAMILY_NAMES, Family
+from streams.core import lineage
 from streams.core.ingest import RecentIds, dead_letter, process_message
 from streams.core.progress import NEVER, Frontier, Heartbeat, Progress, SourceClock
 from streams.worker.metrics import Metrics
@@ -58,11 +59,14 @@ class Ingestor:
         result = process_message(self.family, record.value, self.settings, now)
         self._messages.inc()
         newest = NEVER
-        for item in result.accepted:
+        for element, item in enumerate(result.accepted):
             if item.event_id is not None and self.recent.seen(item.event_id, time.monotonic()):
                 self._duplicates.inc()
                 continue
-            await self.outbox.send(self.validated_topic, item.key, item.value)
+            await self.outbox.send(
+                self.validated_topic, item.key, item.value,
+                headers=lineage.header(partition, record.offset, element),
+            )  # fmt: skip
             self._accepted.inc()
             if item.event_ms > newest:
                 newest = item.event_ms

@@ -26,6 +26,8 @@ from aiokafka import TopicPartition
 from models.aggregates import Aggregate
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
+from streams.core import lineage
+from streams.core.lineage import Lineage
 from streams.core.progress import Frontier, Heartbeat, Progress, decode, is_progress
 from streams.core.windows import HourlyAqi, LateEvent, WindowEngine, WindowResult
 from streams.core.windows.store import RocksStores
@@ -51,6 +53,10 @@ def pane_stores(settings: Settings) -> RocksStores | None:
     if windows.store == "memory":
         return None
     return RocksStores(settings.data_dir / "windows", cache_panes=windows.store_cache_panes)
+
+
+#: The changelog key of a partition's lineage, beside the engine's own keys.
+LINEAGE_KEY = "@lineage"
 
 
 class WindowStage(ChangelogStage):
@@ -85,6 +91,8 @@ class WindowStage(ChangelogStage):
         self.family = {VALIDATED[family]: family for family in FAMILY_NAMES}
         #: The latest final per bounded group, for /metrics (`metrics.LatestCollector`).
         self.latest = LatestFinals()
+        #: Per input partition, the lineage applied (streams.core.lineage).
+        self.lineage: dict[TopicPartition, Lineage] = {}
         self._sent: dict[TopicPartition, tuple[list[tuple[str, int]], bool]] = {}
         self._heartbeat = Heartbeat()
 
@@ -93,6 +101,8 @@ class WindowStage(ChangelogStage):
         partition = _name(tp)
         family = self.family[tp.topic]
         results: list[WindowResult] = []
+        seen = self.lineage.setdefault(tp, Lineage())
+        replayed = 0
         for record in records:
             if record.headers and is_progress(record.headers):
                 try:
@@ -108,6 +118,10 @@ class WindowStage(ChangelogStage):
                     await self._emit_results(tp, partition, results)
                     results = []
                     await self.send_progress()
+                continue
+            mark = lineage.read(record.headers)
+            if mark is not None and not seen.fresh(mark):
+                replayed += 1  # ingest produced it again after a crash: counted once
                 continue
             if record.value is None:
                 reason = "not a validated event: null value"
@@ -135,6 +149,8 @@ class WindowStage(ChangelogStage):
                 reason = f"late: the {late.aggregate} window starting at {start} had closed"
                 await self.reject(record, "late", reason, family=family)
         self.metrics.window_events.labels(family).inc(len(records))
+        if replayed:
+            self.metrics.replayed_events.labels(self.title).inc(replayed)
         await self._emit_results(tp, partition, results)
 
     async def _emit_results(
@@ -208,6 +224,9 @@ class WindowStage(ChangelogStage):
         derived = self.derived.get(tp.topic)
         if derived is not None:
             dirty += derived.take_dirty(_name(tp))
+        seen = self.lineage.get(tp)
+        if dirty and seen is not None and seen.dirty:
+            dirty.append((LINEAGE_KEY, seen.dump()))
         return self.changelog_records(tp, dirty, position)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -219,6 +238,9 @@ class WindowStage(ChangelogStage):
             records = await self.read_changelog(partition)
             for tp in tps:
                 recovered = replay(tp.topic, records)
+                seen = self.lineage[tp] = Lineage()
+                if (applied := recovered.items.pop(LINEAGE_KEY, None)) is not None:
+                    seen.load(applied)
                 items = list(recovered.items.items())
                 derived = self.derived.get(tp.topic)
                 if derived is not None:
@@ -250,6 +272,7 @@ class WindowStage(ChangelogStage):
                 derived.drop(_name(tp))
             self.latest.drop(_name(tp))
             self._sent.pop(tp, None)
+            self.lineage.pop(tp, None)
 
     async def _emit(self, partition: str, results: list[WindowResult]) -> None:
         for result in results:

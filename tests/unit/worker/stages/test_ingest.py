@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from models.deadletter import DeadLetter
+from streams.core import lineage
 from streams.core.ingest import process_message
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import MemoryOutbox
@@ -103,7 +104,7 @@ async def test_keeps_going_after_random_garbage(outbox, metrics):
 
 async def test_a_bug_below_the_stage_is_not_swallowed(metrics):
     class BrokenOutbox:
-        async def send(self, topic, key, value):
+        async def send(self, topic, key, value, partition=None, headers=None):
             raise RuntimeError("bug")
 
     stage = Ingestor("city", IngestSettings(), metrics, BrokenOutbox())
@@ -117,3 +118,12 @@ async def test_a_tombstone_is_dead_lettered_not_a_crash(outbox, metrics):
     letter = DeadLetter.model_validate_json(value)
     assert key == b"k" and letter.raw == "" and letter.error == "json"
     assert letter.reason == "message has no value (a tombstone)"
+
+
+async def test_each_validated_event_carries_its_lineage(outbox, metrics):
+    first = air_quality(refDevice="HD-AQ-001", id="urn:lineage:1")
+    second = air_quality(refDevice="HD-AQ-002", id="urn:lineage:2")
+    raw = orjson.dumps([first, second])
+    await ingestor("city", metrics, outbox).ingest(SOURCE["city"], 4, Record(raw, offset=91), NOW)
+    marks = [lineage.read(headers) for headers in outbox.headers]
+    assert marks == [(4, 91, 0), (4, 91, 1)]  # source partition, offset, element

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
+from streams.core import lineage
 from streams.core.windows import default_aggregates
 from streams.worker import changelog
 from streams.worker.changelog import Checkpointer
@@ -189,3 +190,48 @@ async def test_stopping_checkpoints_then_removes_the_rocksdb_spills(tmp_path):
     outbox: MemoryOutbox = made.outbox  # type: ignore[assignment]
     assert outbox.on(made.changelog)  # the open windows were saved first
     assert list(spills.iterdir()) == []
+
+
+def from_ingest(records: list[Record], source_offset: int = 100) -> list[Record]:
+    """The records as ingest writes them: each with its lineage header."""
+    return [
+        Record(r.value, r.offset, headers=tuple(lineage.header(3, source_offset + n, 0)))
+        for n, r in enumerate(records)
+    ]
+
+
+async def test_events_ingest_produced_again_after_a_crash_count_once_also_after_a_restore(
+    monkeypatch,
+):
+    once, twice = stage(), stage()
+    sent = from_ingest(readings(range(3)))
+    await handle(once, sent)
+    await handle(twice, sent[:12])
+    # Ingest crashed after sending 12 and before committing: it sends them all again.
+    again = [Record(r.value, 12 + n, headers=r.headers) for n, r in enumerate(sent)]
+    saved = twice.state_records(TP, 12)
+
+    async def read_changelog(partition: int) -> list:
+        return [(key, value) for _, _, key, value in saved]
+
+    restored = stage()
+    monkeypatch.setattr(restored, "read_changelog", read_changelog)
+    await restored.on_assigned([TP])
+    await handle(restored, again)
+    later = from_ingest(readings(range(5, 6), first_offset=30), source_offset=200)
+    await handle(once, later)
+    await handle(restored, later)  # closes hours 0-2 on both
+
+    def hourly(made: WindowStage) -> dict[int, int]:
+        outbox: MemoryOutbox = made.outbox  # type: ignore[assignment]
+        records = [orjson.loads(value) for _, value in outbox.on(AGGREGATES)]
+        return {
+            r["window_start_ms"]: r["count"]
+            for r in records
+            if r["aggregate"] == "air_station_1h" and r["final"]
+        }
+
+    assert hourly(once) == {T0 + h * H: 6 for h in range(3)}
+    # Hour 0 closed before the checkpoint; hour 1 was open across it, counted once.
+    assert hourly(restored) == {T0 + h * H: 6 for h in range(1, 3)}
+    assert lineage.read(again[0].headers) == (3, 100, 0)
