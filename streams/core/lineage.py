@@ -9,6 +9,12 @@ Ingest reads a source partition in order and keys each event to one validated
 partition, so on any validated partition the lineage of one source partition only
 grows; a stage reading it keeps, per source partition, the highest lineage it has
 applied (`Lineage`, checkpointed with its state) and drops what is at or below it.
+
+The rule router passes it on, extended: a rule input's lineage names the path
+`<family>/<source partition>><validated partition>` (along one path the positions
+only grow, as the router reads a validated partition in order) and adds the input's
+place among the event's rule inputs, so the rule stage drops what ingest or the
+router produced again.
 """
 
 from __future__ import annotations
@@ -22,48 +28,53 @@ __all__ = ["HEADER", "Lineage", "header", "read"]
 HEADER: Final = "ioc-lineage"
 
 
-def header(partition: int, offset: int, element: int) -> list[tuple[str, bytes]]:
-    """The headers of a record produced from element `element` of a source record."""
-    return [(HEADER, b"%d:%d:%d" % (partition, offset, element))]
+def header(source: int | str, offset: int, *elements: int) -> list[tuple[str, bytes]]:
+    """The headers of a record produced from a source record: `source` names where it
+    was read (a source partition at ingest; a path such as `city/3>5` further on),
+    then its offset there and its place among what that record gave."""
+    return [(HEADER, ":".join([str(source), str(offset), *map(str, elements)]).encode())]
 
 
-def read(headers: Any) -> tuple[int, int, int] | None:
-    """(source partition, offset, element) from a record's headers; None without (a
-    foreign producer) or when unreadable."""
+Mark = tuple[str, tuple[int, ...]]  # (source, position)
+
+
+def read(headers: Any) -> Mark | None:
+    """(source, position) from a record's headers; None without (a foreign producer)
+    or when unreadable."""
     for name, value in headers or ():
         if name == HEADER:
             try:
-                partition, offset, element = value.split(b":")
-                return int(partition), int(offset), int(element)
-            except (ValueError, AttributeError):
+                source, *numbers = value.decode().split(":")
+                position = tuple(int(n) for n in numbers)
+            except (ValueError, AttributeError, UnicodeDecodeError):
                 return None
+            return (source, position) if position else None
     return None
 
 
 class Lineage:
-    """Per source partition, the highest (offset, element) applied on one partition."""
+    """Per source, the highest position applied on one partition."""
 
     __slots__ = ("applied", "dirty")
 
     def __init__(self) -> None:
-        self.applied: dict[int, tuple[int, int]] = {}
+        self.applied: dict[str, tuple[int, ...]] = {}
         self.dirty = False
 
-    def fresh(self, mark: tuple[int, int, int]) -> bool:
+    def fresh(self, mark: Mark) -> bool:
         """Whether the record is new (then it counts as applied); False for a replay."""
-        partition, offset, element = mark
-        position = (offset, element)
-        known = self.applied.get(partition)
+        source, position = mark
+        known = self.applied.get(source)
         if known is not None and position <= known:
             return False
-        self.applied[partition] = position
+        self.applied[source] = position
         self.dirty = True
         return True
 
     def dump(self) -> bytes:
         self.dirty = False
-        return orjson.dumps([[p, o, e] for p, (o, e) in sorted(self.applied.items())])
+        return orjson.dumps([[s, list(p)] for s, p in sorted(self.applied.items())])
 
     def load(self, payload: bytes) -> None:
-        self.applied = {p: (o, e) for p, o, e in orjson.loads(payload)}
+        self.applied = {s: tuple(p) for s, p in orjson.loads(payload)}
         self.dirty = False

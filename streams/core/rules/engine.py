@@ -326,6 +326,10 @@ class RuleEngine:
         was restored from (read again only because an older one was still pending)."""
         return offset < self._replay_until and offset not in self._replay_keep
 
+    def rereading(self, offset: int) -> bool:
+        """Whether the input at `offset` is one pending at the checkpoint, read again."""
+        return offset < self._replay_until and offset in self._replay_keep
+
     def process(
         self, item: RuleInput, now_ms: int, offset: int | None = None, stamp: int | None = None
     ) -> list[Alert] | LateInput:

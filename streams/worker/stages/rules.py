@@ -34,6 +34,8 @@ from models.derived import (
 from models.errors import EventTimeError
 from models.families import FAMILY_NAMES
 from models.rules import Rule
+from streams.core import lineage
+from streams.core.lineage import Lineage
 from streams.core.progress import NEVER, Frontier, Heartbeat, Progress, decode, is_progress
 from streams.core.rules.engine import BadInput, LateInput, RuleEngine
 from streams.core.rules.plan import RouteTable, RuleInput
@@ -48,6 +50,10 @@ from streams.worker.topics import AGGREGATES, ALERTS, VALIDATED
 __all__ = ["RuleRouter", "RuleStage"]
 
 log = logging.getLogger(__name__)
+
+
+#: The changelog key of a partition's lineage, beside the rules' own keys.
+LINEAGE_KEY = "@lineage"
 
 
 def route_table(rules: list[Rule], aggregates: list[Aggregate]) -> RouteTable:
@@ -148,8 +154,14 @@ class RuleRouter(BatchStage):
                 # producer gets here: reject the record, keep routing the rest.
                 await self.reject(record, "schema", f"not a validated record: {exc}", family=what)
                 continue
-            for item in inputs:
-                await send(inputs_topic, item.key, item.to_json())
+            # The ingest lineage, extended by this hop: replays of either count once.
+            mark = lineage.read(record.headers) if family is not None else None
+            path = None if mark is None else f"{family}/{mark[0]}>{tp.partition}"
+            for index, item in enumerate(inputs):
+                headers = None
+                if mark is not None:
+                    headers = lineage.header(path, *mark[1], index)  # type: ignore[arg-type]
+                await send(inputs_topic, item.key, item.to_json(), headers=headers)
                 self._routed[item.rule].inc()
 
     def progress_views(self) -> list[Progress]:
@@ -235,6 +247,8 @@ class RuleStage(ChangelogStage):
             for rule in rules
         }
         self.engines: dict[TopicPartition, RuleEngine] = {}
+        #: Per input partition, the lineage received (streams.core.lineage).
+        self.lineage: dict[TopicPartition, Lineage] = {}
         self._stale: dict[TopicPartition, list[str]] = {}
         self._late = {rule.name: metrics.late_rule_inputs.labels(rule.name) for rule in rules}
 
@@ -249,12 +263,23 @@ class RuleStage(ChangelogStage):
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         engine = self.engines[tp]
+        seen = self.lineage.setdefault(tp, Lineage())
+        replayed = 0
         for record in records:
             if engine.skip(record.offset):
                 continue  # applied before the checkpoint; read again for an older one
             try:
                 if record.headers and is_progress(record.headers):
                     engine.observe_progress(decode(record.value))
+                    continue
+                mark = lineage.read(record.headers)
+                # (Inputs pending at the checkpoint and read again are not replays.)
+                if (
+                    mark is not None
+                    and not seen.fresh(mark)
+                    and not engine.rereading(record.offset)
+                ):
+                    replayed += 1  # ingest or the router produced it again after a crash
                     continue
                 item = RuleInput.from_json(record.value)
                 alerts = engine.process(item, now_ms, record.offset, record.timestamp)
@@ -265,11 +290,13 @@ class RuleStage(ChangelogStage):
                 continue
             if type(alerts) is LateInput:
                 self._late[alerts.rule].inc()
-                mark = datetime.fromtimestamp(alerts.watermark_ms / 1000, UTC).isoformat()
-                reason = f"late: rule {alerts.rule}'s event time had passed {mark}"
+                passed = datetime.fromtimestamp(alerts.watermark_ms / 1000, UTC).isoformat()
+                reason = f"late: rule {alerts.rule}'s event time had passed {passed}"
                 await self.reject(record, "late", reason, family="rules")
             elif alerts:
                 await self._emit(alerts, record.timestamp)  # type: ignore[arg-type]
+        if replayed:
+            self.metrics.replayed_events.labels(self.title).inc(replayed)
 
     async def tick(self, now_ms: int) -> None:
         consumer = self.consumer
@@ -331,11 +358,17 @@ class RuleStage(ChangelogStage):
             return []
         dirty: list[tuple[str, bytes | None]] = [(key, None) for key in self._stale.pop(tp, [])]
         dirty += engine.take_dirty(position)
+        seen = self.lineage.get(tp)
+        if dirty and seen is not None and seen.dirty:
+            dirty.append((LINEAGE_KEY, seen.dump()))
         return self.changelog_records(tp, dirty, position)
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
             recovered = replay(tp.topic, await self.read_changelog(tp.partition))
+            seen = self.lineage[tp] = Lineage()
+            if (applied := recovered.items.pop(LINEAGE_KEY, None)) is not None:
+                seen.load(applied)
             engine = self.engines[tp] = self._engine()
             self._stale[tp] = engine.restore(recovered.items.items())
             engine.keep_alive(int(time.time() * 1000))
@@ -351,3 +384,4 @@ class RuleStage(ChangelogStage):
         for tp in revoked:
             self.engines.pop(tp, None)
             self._stale.pop(tp, None)
+            self.lineage.pop(tp, None)

@@ -126,4 +126,4 @@ async def test_each_validated_event_carries_its_lineage(outbox, metrics):
     raw = orjson.dumps([first, second])
     await ingestor("city", metrics, outbox).ingest(SOURCE["city"], 4, Record(raw, offset=91), NOW)
     marks = [lineage.read(headers) for headers in outbox.headers]
-    assert marks == [(4, 91, 0), (4, 91, 1)]  # source partition, offset, element
+    assert marks == [("4", (91, 0)), ("4", (91, 1))]  # source partition, offset, element

@@ -10,13 +10,17 @@ from aiokafka import TopicPartition
 from models.aggregates import default_aggregates
 from models.deadletter import DeadLetter
 from models.rulefile import default_rules
+from streams.core import lineage
+from streams.core.ingest import process_message
 from streams.core.progress import NEVER, Heartbeat
+from streams.core.rules.plan import RuleInput
 from streams.worker import topics
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import MemoryOutbox
-from streams.worker.settings import Settings
+from streams.worker.settings import IngestSettings, Settings
 from streams.worker.stages.rules import RuleRouter, RuleStage
 from streams.worker.topics import AGGREGATES, DEADLETTER, VALIDATED
+from tests.conftest import NOW, auth_failure
 
 SETTINGS = Settings(_env_file=None)
 AGGREGATES_PACK = default_aggregates()
@@ -87,3 +91,43 @@ async def test_the_router_announces_its_partitions_before_routing_and_idles_unhe
     outbox.progress.clear()
     await router.send_progress()
     assert all(f.idle for _, frontiers in outbox.progress for f in frontiers)
+
+
+async def test_rule_inputs_ingest_or_the_router_produced_again_count_once():
+    router = RuleRouter(SETTINGS, Metrics(), RULES, AGGREGATES_PACK)
+    router._outbox = routed = MemoryOutbox()  # type: ignore[assignment]
+    security = TopicPartition(VALIDATED["security"], 2)
+    failure = process_message(
+        "security", orjson.dumps(auth_failure()), IngestSettings(), NOW
+    ).accepted[0]
+    validated = Record(security.topic, failure.value, 40, headers=tuple(lineage.header(5, 9, 0)))
+    await router.handle(security, [validated], 0)
+    # Ingest sent it again after a crash (a new offset), the router routed both.
+    await router.handle(
+        security, [Record(security.topic, failure.value, 41, headers=validated.headers)], 0
+    )
+    sent = [
+        (value, headers)
+        for (topic, _, value), headers in zip(routed.sent, routed.headers, strict=True)
+        if topic == topics.rule_inputs(SETTINGS.app_id)
+    ]
+    assert sent and lineage.read(sent[0][1])[0] == "security/5>2"  # type: ignore[index]
+    stage = RuleStage(SETTINGS, Metrics(), RULES, AGGREGATES_PACK)
+    stage._outbox = MemoryOutbox()  # type: ignore[assignment]
+    inputs = TopicPartition(topics.rule_inputs(SETTINGS.app_id), 1)
+    stage.engines[inputs] = engine = stage._engine()
+    records = [
+        Record(inputs.topic, value, n, headers=tuple(headers))  # type: ignore[arg-type]
+        for n, (value, headers) in enumerate(sent)
+    ]
+    await stage.handle(inputs, records, 0)
+    assert len(records) == 2 * (len(records) // 2)
+    applied = sum(len(e.detector.snapshot()) for e in engine.evaluators.values())
+    once = stage._engine()
+    for record in records[: len(records) // 2]:
+        once.process(RuleInput.from_json(record.value), 0)
+    assert applied == sum(len(e.detector.snapshot()) for e in once.evaluators.values())
+    assert (
+        stage.metrics.registry.get_sample_value("ioc_replayed_events_total", {"stage": "rules"})
+        == len(records) // 2
+    )

@@ -234,4 +234,4 @@ async def test_events_ingest_produced_again_after_a_crash_count_once_also_after_
     assert hourly(once) == {T0 + h * H: 6 for h in range(3)}
     # Hour 0 closed before the checkpoint; hour 1 was open across it, counted once.
     assert hourly(restored) == {T0 + h * H: 6 for h in range(1, 3)}
-    assert lineage.read(again[0].headers) == (3, 100, 0)
+    assert lineage.read(again[0].headers) == ("3", (100, 0))
