@@ -100,8 +100,9 @@ class Metrics:
         )  # fmt: skip
         self.replayed_events = Counter(
             "ioc_replayed_events",
-            "Validated events dropped by a stage as already applied: ingest produced them "
-            "again after a crash (their lineage header, streams.core.lineage).",
+            "Records a stage dropped as already applied: validated events or rule inputs "
+            "produced again after a crash (their lineage header, streams.core.lineage), "
+            "window finals reported again (behind their frontier).",
             ["stage"], registry=self.registry,
         )  # fmt: skip
         self.replayed_rule_inputs = Counter(

@@ -1,11 +1,13 @@
 """The live pipeline against `ioc backtest`, whatever the delivery order.
 
 One recorded simulator run (every family, every incident of its cycle) goes to a
-fresh worker on a broker of its own, delivered four ways: (a) the families one after
+fresh worker on a broker of its own, delivered five ways: (a) the families one after
 another, each a backlog, to a running worker; (b) spread by librdkafka's partitioner
 (CRC32 of the key), not ingest's; (c) a random partition per message, so that one
 device's readings cross every partition, out of order; (d) spread as (b), with
-partition 0 of each source topic half an hour of event time behind the others.
+partition 0 of each source topic half an hour of event time behind the others;
+(e) spread as (b), the worker SIGKILLed twice while it catches up and restarted: what
+ingest, the router or the window stage produce again after a crash counts once.
 The window finals of the per-device aggregates (identity, values; see PER_DEVICE) and
 the alert state changes (rule, labels, state, start, end; see assert_same_alerts) must
 be those `ioc backtest` gives for the same recording, and nothing may be
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,6 +57,8 @@ FLUSH_AFTER = timedelta(hours=2)
 WALL_CLOCK_RULES = {"overdue_backlog", "feedback_overdue"}
 
 Message = tuple[str, bytes | None, bytes, float]  # topic, key, value, seconds into the run
+#: Spread as librdkafka does, read by a worker SIGKILLed twice while it catches up.
+KILLED = "the worker SIGKILLed twice while catching up"
 
 
 def recording(start: datetime) -> list[Message]:
@@ -141,7 +147,7 @@ def delivery(
         order = sorted(messages, key=lambda m: list(SOURCE.values()).index(m[0]))
         return [(t, k, v, None) for t, k, v, _ in order]
     partitions = Settings().kafka.partitions
-    if how == "librdkafka's partitioner":
+    if how in ("librdkafka's partitioner", KILLED):
         return [(t, k, v, crc32(k or b"") % partitions) for t, k, v, _ in messages]
     if how == "a random partition per message":
         rng = random.Random(7)  # one device's readings on every partition, out of order
@@ -184,6 +190,7 @@ async def deliver(
         "librdkafka's partitioner",
         "a random partition per message",
         "one partition half an hour behind",
+        KILLED,
     ],
 )
 @pytest.mark.parametrize("kind", BROKERS)
@@ -233,6 +240,19 @@ async def test_the_live_pipeline_gives_what_the_backtest_gives(kind: str, how: s
         if not live:
             worker.start()
         started = time.monotonic()
+        if how == KILLED:
+            # Killed once some window results are out, then again when more are
+            # (of the recording's ~360 finals and its running updates).
+            for seen in (50, 200):
+                await consume(
+                    broker.bootstrap, AGGREGATES, lambda r: True,
+                    until=lambda kept, seen=seen: len({r.key for r in kept}) >= seen,
+                    timeout=120,
+                )  # fmt: skip
+                assert worker.process is not None
+                os.kill(worker.process.pid, signal.SIGKILL)
+                worker.process.wait()
+                worker.start()
 
         def finals_in(kept: list[Any]) -> dict[str, Any]:
             return comparable_finals([WindowResult.from_json(r.value) for r in kept], before_ms)

@@ -90,6 +90,10 @@ class LateInput:
     rule: str
     at_ms: int
     watermark_ms: int
+    #: A window final behind its feed's frontier: the window stage reports finals in
+    #: order and only ahead of the frontier it announced, so this one it reported
+    #: before, again (after a crash or a handover restored it to an older checkpoint).
+    replay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +345,8 @@ class RuleEngine:
         evaluator = self.evaluators[item.rule]
         clock = evaluator.clock
         if clock.following and item.at_ms < clock.late_before:
-            return LateInput(item.rule, item.at_ms, clock.late_before)
+            replay = evaluator.feed[0] == "aggregates"
+            return LateInput(item.rule, item.at_ms, clock.late_before, replay)
         self._dirty.add(item.rule)
         if item.at_ms > clock.newest_ms:
             clock.newest_ms = item.at_ms

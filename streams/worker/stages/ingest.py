@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.families import FAMILY_NAMES, Family
 from streams.core import lineage
@@ -141,11 +141,50 @@ class IngestStage(BatchStage):
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         now_ms = int(time.time() * 1000)
+        last = await self._last_committed_event_ms(assigned)
         for tp in assigned:
-            self.clocks[tp] = SourceClock(now_ms)
+            clock = self.clocks[tp] = SourceClock(now_ms)
+            if tp in last:
+                clock.saw(last[tp], now_ms)
         # Announced before any of their records: downstream waits for a new source
         # instead of running ahead on the others'.
         await self.send_progress(now_ms, force=True)
+
+    async def _last_committed_event_ms(
+        self, assigned: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """Per source partition read before (by this worker before a restart, or by
+        another before a handover), the newest event time of its last committed record:
+        where its frontier stood. Without it a restarted worker's sources would say
+        nothing until new input came, and a silent province's event time would stand
+        still after every restart (no absence, no resolution)."""
+        committed = {tp: await self.consumer.committed(tp) for tp in assigned}
+        wanted = {tp: offset - 1 for tp, offset in committed.items() if offset}
+        if not wanted:
+            return {}
+        reader = AIOKafkaConsumer(**self.options, enable_auto_commit=False, fetch_max_wait_ms=100)
+        await reader.start()
+        out: dict[TopicPartition, int] = {}
+        try:
+            reader.assign(list(wanted))
+            for tp, offset in wanted.items():
+                reader.seek(tp, offset)
+            deadline = time.monotonic() + 5.0
+            while len(out) < len(wanted) and time.monotonic() < deadline:
+                for tp, records in (await reader.getmany(timeout_ms=200)).items():
+                    record = next((r for r in records if r.offset == wanted[tp]), None)
+                    if record is not None and tp not in out:
+                        out[tp] = self._newest_event_ms(tp, record.value)
+                        reader.pause(tp)
+        finally:
+            await reader.stop()
+        return {tp: ms for tp, ms in out.items() if ms != NEVER}
+
+    def _newest_event_ms(self, tp: TopicPartition, value: bytes | None) -> int:
+        family = FAMILY_OF_SOURCE[tp.topic]
+        now = datetime.now(UTC)
+        accepted = process_message(family, value, self.settings.ingest, now).accepted
+        return max((item.event_ms for item in accepted), default=NEVER)
 
     async def on_revoked(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:

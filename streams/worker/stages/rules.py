@@ -289,6 +289,9 @@ class RuleStage(ChangelogStage):
                 await self.reject(record, "schema", f"not a rule input: {exc!r}", family="rules")
                 continue
             if type(alerts) is LateInput:
+                if alerts.replay:
+                    replayed += 1
+                    continue
                 self._late[alerts.rule].inc()
                 passed = datetime.fromtimestamp(alerts.watermark_ms / 1000, UTC).isoformat()
                 reason = f"late: rule {alerts.rule}'s event time had passed {passed}"
