@@ -125,7 +125,7 @@ class RulesSettings(_Section):
         None, description="Alert rules YAML file; the default pack when unset."
     )
     allowed_lateness_s: float = Field(
-        10.0, ge=0, description="Rule inputs may arrive this much out of event-time order."
+        5.0, ge=0, description="Rule inputs may arrive this much out of event-time order."
     )
     idle_timeout_s: float = Field(
         30.0, gt=0,

@@ -299,3 +299,54 @@ def assert_same(what: str, got: dict[str, Any], expected: dict[str, Any]) -> Non
         f"first extra {[(i, got[i]) for i in extra[:3]]}; "
         f"first differing {[(i, got[i], expected[i]) for i in changed[:3]]}"
     )
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_one_event_minutes_ahead_amid_live_traffic_makes_nothing_late(
+    kind: str, tmp_path: Path
+):
+    """(d) A reading dated 290 s ahead (ingest takes up to 300 s) among live readings
+    of the same source partition: its source's frontier stays at the wall clock, so
+    the readings after it close no window early and nothing is late. Were the frontier
+    the newest event time read, the watermark would jump 285 s ahead and close the
+    5-minute window the live readings fall in (whenever it ends within 225 s: its
+    grace is a minute), behind them."""
+    broker = start_broker(kind, tmp_path)
+    await ensure_worker_topics(Settings(kafka=KafkaSettings(bootstrap=broker.bootstrap)))
+    worker = Worker(broker.bootstrap, tmp_path).start()
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    try:
+        devices = [f"HD-AQ-LIVE-{n}" for n in range(8)]
+        for second in range(16):
+            now = datetime.now(UTC)
+            batch = [
+                air_quality(id=f"urn:live:{d}:{second}", refDevice=d, dateObserved=now.isoformat())
+                for d in devices
+            ]
+            if second == 5:
+                ahead = (now + timedelta(seconds=290)).isoformat()
+                batch.append(
+                    air_quality(id="urn:ahead", refDevice="HD-AQ-AHEAD", dateObserved=ahead)
+                )
+            for event in batch:
+                key = event["refDevice"].encode()
+                await producer.send(SOURCE["city"], orjson.dumps(event), key=key, partition=0)
+            await producer.flush()
+            await asyncio.sleep(1.0)
+        counted = await consume(
+            broker.bootstrap, AGGREGATES,
+            lambda r: orjson.loads(r.value)["aggregate"] == "air_station_5m",
+            until=lambda kept: {orjson.loads(r.value)["group"]["refDevice"] for r in kept}
+            >= set(devices),
+            timeout=60,
+        )  # fmt: skip
+        letters = await consume(
+            broker.bootstrap, DEADLETTER, lambda r: True, until=lambda kept: False, timeout=3
+        )
+    finally:
+        await producer.stop()
+        worker.stop()
+        broker.stop()
+    assert [orjson.loads(r.value)["reason"] for r in letters][:3] == []
+    assert counted  # the live readings reached their windows
