@@ -51,6 +51,9 @@ def recovery_worker(own_broker: str, servers: Servers, tmp_path_factory) -> Iter
     worker = sink_worker(
         own_broker, servers, directory, RULES_YAML,
         IOC_SINKS__ALERTMANAGER__RESEND_S=str(RESEND_S),
+        # One burst, then silence: the rules judge its last failures once the source
+        # partition is idle (README, Event time), soon here.
+        IOC_INGEST__IDLE_TIMEOUT_S="2",
     ).start()  # fmt: skip
     yield worker
     worker.stop()
