@@ -22,8 +22,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-
 from streams.devtools.brokers import EmbeddedBroker
 from streams.devtools.processes import free_port, spawn, stop
 from streams.devtools.scrape import Samples, read_metrics, total
@@ -31,7 +29,8 @@ from streams.devtools.simulate import Simulation
 from streams.worker.kafka import ensure_worker_topics
 from streams.worker.settings import KafkaSettings, Settings
 
-HERE = Path(__file__).parent
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest import send_messages  # bench/ingest.py, beside this script
 
 
 async def preload(bootstrap: str, count: int, minutes: float) -> None:
@@ -40,17 +39,7 @@ async def preload(bootstrap: str, count: int, minutes: float) -> None:
     simulation = Simulation(
         seed=7, start=start, rate=count / (minutes * 60), duration=minutes * 60, bad_share=0.01
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
-    await producer.start()
-    try:
-        pending = []
-        for number, message in enumerate(simulation.messages()):
-            if number >= count:
-                break
-            pending.append(await producer.send(message.topic, message.value, key=message.key))
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    await send_messages(bootstrap, simulation, count)
 
 
 def drained(metrics: Samples) -> bool:

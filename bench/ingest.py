@@ -37,6 +37,11 @@ HERE = Path(__file__).parent
 async def preload(bootstrap: str, count: int) -> None:
     await ensure_topics(KafkaSettings(bootstrap=bootstrap), ALL)
     simulation = Simulation(seed=7, start=datetime.now(UTC), rate=20_000.0, bad_share=0.01)
+    await send_messages(bootstrap, simulation, count)
+
+
+async def send_messages(bootstrap: str, simulation: Simulation, count: int) -> None:
+    """The simulation's first `count` messages, produced as fast as the broker takes them."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     try:

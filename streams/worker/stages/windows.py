@@ -115,7 +115,7 @@ class WindowStage(ChangelogStage):
                 if woke:
                     # Passed on at once, after the finals before it, so that the rules
                     # over aggregates wait for this partition's next finals.
-                    await self._emit_results(tp, partition, results)
+                    await self._emit_results(tp.topic, partition, results)
                     results = []
                     await self.send_progress()
                 continue
@@ -151,14 +151,13 @@ class WindowStage(ChangelogStage):
         self.metrics.window_events.labels(family).inc(len(records))
         if replayed:
             self.metrics.replayed_events.labels(self.title).inc(replayed)
-        await self._emit_results(tp, partition, results)
+        await self._emit_results(tp.topic, partition, results)
 
-    async def _emit_results(
-        self, tp: TopicPartition, partition: str, results: list[WindowResult]
-    ) -> None:
-        """Results of the partition's records, and what is derived from them."""
+    async def _emit_results(self, topic: str, partition: str, results: list[WindowResult]) -> None:
+        """Results of one partition, and what is derived from them (it belongs to the
+        partition's state)."""
         await self._emit(partition, results)
-        derived = self.derived.get(tp.topic)
+        derived = self.derived.get(topic)
         if derived is not None and results:
             await self._emit(partition, derived.derive(partition, results))
 
@@ -209,12 +208,8 @@ class WindowStage(ChangelogStage):
             if highwater is None or self.positions.get(tp, -1) < highwater:
                 self.engines[tp.topic].keep_alive(_name(tp), now_ms)
         for topic, engine in self.engines.items():
-            derived = self.derived.get(topic)
-            # Per partition: what is derived from a final belongs to its partition's state.
             for partition, results in engine.advance_partitions(now_ms).items():
-                await self._emit(partition, results)
-                if derived is not None:
-                    await self._emit(partition, derived.derive(partition, results))
+                await self._emit_results(topic, partition, results)
         await self.send_progress()
 
     def state_records(
