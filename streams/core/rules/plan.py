@@ -10,6 +10,7 @@ then evaluates them there. Closures resolved once at load, as in streams.core.wi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,12 +24,20 @@ from models.rules import (
     SequenceRule,
     ThresholdRule,
 )
-from streams.core.windows.plan import MISSING, event_time_ms, getter, key_function, matcher
+from streams.core.windows.plan import MISSING, event_time_ms, getter, matcher
 
-__all__ = ["FIRST", "THEN", "AggregateRoute", "Route", "RouteTable", "RuleInput", "event_id_getter"]
+__all__ = [
+    "FIRST", "THEN", "UNKNOWN", "AggregateRoute", "Route", "RouteTable", "RuleInput",
+    "event_id_getter", "group_function",
+]  # fmt: skip
 
 Event = dict[str, Any]
 Group = tuple[Any, ...]
+
+#: The group value of an event without the group field (or with one that is no label:
+#: null, an object, an empty list). Such an event still counts, under this value: a
+#: flood reading without its optional `areaServed` must raise its alert all the same.
+UNKNOWN: Final = "unknown"
 
 #: Sequence inputs: which of the rule's two filters the event matched (bit flags).
 FIRST: Final = 1
@@ -78,16 +87,43 @@ class RuleInput:
         return cls(rule, tuple(group), at_ms, figure, event_id)
 
 
-def _groups(key: Any, width: int) -> list[Group]:
-    """The key function's result as group tuples: none when a field is missing, one
-    per element when a group field holds a list (ECS `event.category`)."""
-    if key is MISSING:
-        return []
-    if width == 0:
-        return [()]
-    if type(key) is list:
-        return [k if width > 1 else (k,) for k in key]
-    return [key if width > 1 else (key,)]
+def _label_values(value: Any) -> list[Any]:
+    """A group field's value as the group values it gives: one, one per distinct
+    element of a list (ECS `event.category`), or UNKNOWN when there is none."""
+    if type(value) is list:
+        elements = dict.fromkeys(
+            v for v in value if v is not None and type(v) is not dict and type(v) is not list
+        )
+        return list(elements) or [UNKNOWN]
+    if value is None or type(value) is dict:
+        return [UNKNOWN]
+    return [value]
+
+
+def group_function(group_by: tuple[str, ...]) -> Callable[[Event], list[Group]]:
+    """Event → the groups it belongs to: one, or one per combination of list elements.
+    Never none: a missing field is UNKNOWN (docs/RULES.md, "Groups")."""
+    if not group_by:
+        return lambda event: [()]
+    getters = [getter(path) for path in group_by]
+    if len(getters) == 1:
+        get = getters[0]
+
+        def group1(event: Event) -> list[Group]:
+            value = get(event)
+            if type(value) is str:  # the common case, without a list built per part
+                return [(value,)]
+            return [(v,) for v in _label_values(value)]
+
+        return group1
+
+    def group_n(event: Event) -> list[Group]:
+        parts = [_label_values(get(event)) for get in getters]
+        if all(len(part) == 1 for part in parts):
+            return [tuple(part[0] for part in parts)]
+        return list(itertools.product(*parts))
+
+    return group_n
 
 
 def _number(value: Any) -> float | None:
@@ -99,21 +135,20 @@ def _number(value: Any) -> float | None:
 class Route:
     """One rule, ready for the per-event path of the router."""
 
-    __slots__ = ("_figure", "_key", "_match", "_width", "family", "kind", "name", "on_aggregate")
+    __slots__ = ("_figure", "_groups", "_match", "family", "kind", "name", "on_aggregate")
 
     def __init__(self, rule: Rule) -> None:
         self.name = rule.name
         self.kind = rule.kind
         self.family = rule.family
         self.on_aggregate = rule.aggregate
-        self._width = len(rule.group_by)
-        self._key = key_function(rule.group_by)
+        self._groups = group_function(rule.group_by)
         self._match = matcher(dict(rule.filter))
         self._figure = _figure_function(rule)
 
     def inputs(self, event: Event, at_ms: int, event_id: str | None) -> list[RuleInput]:
         """What a validated event of the rule's family contributes: [] when the filter
-        does not match or a group field or the figure is missing."""
+        does not match or the figure is missing (a missing group field is UNKNOWN)."""
         match = self._match
         if match is not None and not match(event):
             return []
@@ -121,8 +156,7 @@ class Route:
         if figure is MISSING:
             return []
         return [
-            RuleInput(self.name, group, at_ms, figure, event_id)
-            for group in _groups(self._key(event), self._width)
+            RuleInput(self.name, group, at_ms, figure, event_id) for group in self._groups(event)
         ]
 
 
@@ -204,14 +238,19 @@ class AggregateRoute:
         if self._match is not None and not self._match(labels):
             return []
         value = _number(statistics.get(self.statistic))
-        if value is None or any(label not in labels for label in self._keep):
+        if value is None:
             return []
-        group = tuple(labels[label] for label in self._keep)
+        # A label the window stage left out (or null) is UNKNOWN, as for events.
+        group = tuple(_label_or_unknown(labels.get(label)) for label in self._keep)
         at_ms = record["window_start_ms" if self.use_start else "window_end_ms"]
         if not self._dropped:
             return [RuleInput(self.name, group, at_ms, value, record.get("identity"))]
         member = [labels.get(label) for label in self._dropped]
         return [RuleInput(self.name, group, at_ms, [member, value], record.get("identity"))]
+
+
+def _label_or_unknown(value: Any) -> Any:
+    return UNKNOWN if value is None or type(value) in (dict, list) else value
 
 
 class RouteTable:
