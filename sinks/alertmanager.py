@@ -22,6 +22,11 @@ fingerprint is rebuilt with the time each record was produced as the time it was
 taken, and the next `tick` re-sends the firing ones (and the resolved ones still
 within `resolved_resend_s`).
 
+Memory is bounded: resolved states are forgotten `resolved_resend_s + remember_s`
+after they were taken, and at most `max_alerts` states are held; past it the least
+recently updated are forgotten (`status.evicted`, `ioc_sink_alerts_evicted_total`).
+A forgotten firing alert is no longer re-sent, so Alertmanager lets it expire.
+
 Which state wins: states of one fingerprint are ordered by (`starts_at_ms`, firing <
 resolved); a record lower than the one held is ignored (an out-of-order older
 record never resurrects a resolved alert); an equal or higher one supersedes.
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
 import random as _random
 import re
@@ -50,7 +56,8 @@ from models.alerts import Alert
 from models.errors import TransientError
 from models.timefmt import rfc3339
 from sinks.base import Rejection, SinkConfig, SinkRecord, SinkStatus
-from sinks.http import AiohttpPost, Answer, Backoff, Post, deliver, redact
+from sinks.http import AiohttpPost, Answer, Backoff, Post, deliver
+from sinks.redaction import redact_text, redact_url
 
 __all__ = [
     "AlertmanagerConfig",
@@ -66,6 +73,8 @@ log = logging.getLogger(__name__)
 TOPIC: Final = "ioc.alerts"
 #: How many times `resend_s` a firing alert stays valid in Alertmanager without news.
 VALIDITY_RESENDS: Final = 3
+#: Evictions are logged at most this often.
+EVICTION_LOG_EVERY_MS: Final = 60_000
 
 
 class AlertmanagerConfig(SinkConfig):
@@ -96,10 +105,21 @@ class AlertmanagerConfig(SinkConfig):
         86_400.0, gt=0,
         description="On start, alert states are rebuilt from this much of ioc.alerts.",
     )  # fmt: skip
+    # Each remembered alert is its record and payload, ~2-4 KB: 50,000 are ~150 MB.
+    max_alerts: int = Field(
+        50_000, ge=1,
+        description="At most this many alert states are remembered (firing or resolved); "
+        "past it the least recently updated are forgotten, counted as evicted.",
+    )  # fmt: skip
 
     @property
     def endpoint(self) -> str:
         return self.url.rstrip("/") + "/api/v2/alerts"
+
+    @property
+    def shown_endpoint(self) -> str:
+        """`endpoint` as logs and status show it: the configured part redacted."""
+        return redact_url(self.url).rstrip("/") + "/api/v2/alerts"
 
     @property
     def auth(self) -> Literal["none", "basic", "bearer"]:
@@ -117,7 +137,7 @@ class AlertmanagerConfig(SinkConfig):
         if not 0 < self.resend_s <= self.resolved_resend_s:
             raise ValueError("alertmanager: need 0 < resend_s <= resolved_resend_s")
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"alertmanager: url must be http(s), got {redact(self.url)!r}")
+            raise ValueError(f"alertmanager: url must be http(s), got {redact_url(self.url)!r}")
 
     def build(self) -> AlertmanagerSink:
         return AlertmanagerSink(self)
@@ -271,7 +291,8 @@ class AlertmanagerSink:
         self.summary_language = summary_language
         self.backoff = backoff or Backoff()
         self.status = SinkStatus(
-            extra={"url": redact(target.url), "auth": target.auth, "alerts": 0, "resent": 0}
+            evicted=0,
+            extra={"url": redact_url(target.url), "auth": target.auth, "alerts": 0, "resent": 0},
         )
         self._own_post = post is None
         self._post: Post = post or AiohttpPost(timeout_s)
@@ -283,6 +304,7 @@ class AlertmanagerSink:
         self._taken = 0
         self._tick_attempt = 0
         self._tick_not_before_ms = 0
+        self._evicted_logged_ms = -EVICTION_LOG_EVERY_MS
 
     # -- Sink ----------------------------------------------------------------------
 
@@ -305,6 +327,8 @@ class AlertmanagerSink:
             held = self._entries.get(alert.fingerprint)
             if held is not None and _order(alert) < _order(held.alert):
                 continue  # an older state (a replay, or out of order): never resurrect
+            # Re-inserted, so that the dict runs from the least recently updated.
+            self._entries.pop(alert.fingerprint, None)
             self._entries[alert.fingerprint] = _Entry(alert, record, taken_ms=now_ms)
         self._update_counts()
 
@@ -327,7 +351,7 @@ class AlertmanagerSink:
                     if answer.ok:
                         entry.sent_ms = now_ms
                         continue
-                    reason = f"alertmanager {redact(self.target.endpoint)}: {answer.describe()}"
+                    reason = f"alertmanager {self.target.shown_endpoint}: {answer.describe()}"
                     log.error("alert %s rejected: %s", entry.alert.identity, reason)
                     rejected.append(Rejection(entry.record, reason))
                     refused += 1
@@ -336,6 +360,7 @@ class AlertmanagerSink:
         self.status.rejected += len(rejected)
         self._taken = 0
         self.status.state = "up"
+        self._evict()  # after sending: every state taken is sent at least once
         self._update_counts()
         return rejected
 
@@ -362,15 +387,16 @@ class AlertmanagerSink:
         try:
             answer = await self._post(self.target.endpoint, body, self._headers())
         except TransientError as exc:
-            error = str(exc)
+            error = redact_text(str(exc), self.target.url)
         else:
+            answer = answer.redacted(self.target.url)
             error = answer.describe()
         if answer is not None and not answer.transient:
             # A permanent refusal of what was accepted before is not worth hammering:
             # it is logged and tried again at the next re-send.
             if not answer.ok:
                 self.status.last_error = f"re-send: {error}"
-                log.error("re-send to %s refused: %s", redact(self.target.url), error)
+                log.error("re-send to %s refused: %s", redact_url(self.target.url), error)
             for entry in due:
                 entry.sent_ms = now_ms
             self.status.extra["resent"] += len(due)
@@ -381,9 +407,9 @@ class AlertmanagerSink:
         self._tick_attempt += 1
         self._tick_not_before_ms = now_ms + int(delay_s * 1000)
         self.status.state = "retrying"
-        self.status.last_error = f"{redact(self.target.endpoint)}: {error}"
+        self.status.last_error = f"{self.target.shown_endpoint}: {error}"
         self.status.retries += 1
-        log.warning("re-send to %s failed (%s)", redact(self.target.url), error)
+        log.warning("re-send to %s failed (%s)", redact_url(self.target.url), error)
 
     async def close(self) -> None:
         if self._own_post and isinstance(self._post, AiohttpPost):
@@ -436,8 +462,10 @@ class AlertmanagerSink:
             if held_entry is not None and _order(alert) <= _order(held_entry.alert):
                 continue
             # Acknowledged by the run before, at a time unknown: due at the next tick.
+            self._entries.pop(fingerprint, None)
             self._entries[fingerprint] = _Entry(alert, record, taken_ms=taken_ms, sent_ms=0)
             restored += 1
+        self._evict()
         self.status.extra["restored"] = self.status.extra.get("restored", 0) + restored
         self._update_counts()
         firing = sum(1 for entry in self._entries.values() if entry.alert.state == "firing")
@@ -479,7 +507,27 @@ class AlertmanagerSink:
             backoff=self.backoff,
             sleep=self._sleep,
             random=self._random,
+            shown=self.target.shown_endpoint,
+            configured=self.target.url,
         )
+
+    def _evict(self) -> None:
+        """Forget the least recently updated states past `max_alerts`. A forgotten
+        firing alert is no longer re-sent: Alertmanager resolves it on its own when its
+        `endsAt` passes (within 3·resend_s), and its next state change is sent again."""
+        excess = len(self._entries) - self.target.max_alerts
+        if excess <= 0:
+            return
+        for fingerprint in list(itertools.islice(self._entries, excess)):
+            del self._entries[fingerprint]
+        self.status.evicted = (self.status.evicted or 0) + excess
+        now_ms = self._clock()
+        if now_ms - self._evicted_logged_ms >= EVICTION_LOG_EVERY_MS:  # a flood evicts often
+            self._evicted_logged_ms = now_ms
+            log.warning(
+                "alertmanager %s: alert states forgotten past max_alerts=%d (%d in all)",
+                self.name, self.target.max_alerts, self.status.evicted,
+            )  # fmt: skip
 
     def _update_counts(self) -> None:
         self.status.queued = self._taken

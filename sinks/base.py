@@ -60,6 +60,9 @@ class SinkStatus:
     written: int = 0  # records acknowledged by the server
     retries: int = 0
     rejected: int = 0
+    #: States the sink remembers per key and dropped at its bound (Alertmanager: alerts
+    #: past `max_alerts`); None for a sink that remembers nothing per key.
+    evicted: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

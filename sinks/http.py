@@ -18,12 +18,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from models.errors import TransientError
 from sinks.base import SinkStatus
+from sinks.redaction import redact_text, redact_url
 
 __all__ = [
     "AiohttpPost",
@@ -31,7 +31,6 @@ __all__ = [
     "Backoff",
     "Post",
     "deliver",
-    "redact",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +57,12 @@ class Answer:
 
     def describe(self) -> str:
         return f"HTTP {self.status}: {self.body}" if self.body else f"HTTP {self.status}"
+
+    def redacted(self, url: str) -> Answer:
+        """The answer with `url`'s secrets hidden in its body: a server may echo the
+        request's URL or path (sinks/redaction.py)."""
+        body = redact_text(self.body, url)
+        return self if body == self.body else Answer(self.status, body)
 
 
 class Post(Protocol):
@@ -109,7 +114,9 @@ class AiohttpPost:
                 text = await response.text(errors="replace")
                 return Answer(response.status, text.strip()[:MAX_ANSWER_CHARS])
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+            # aiohttp's messages name the URL (InvalidURL, ClientResponseError).
+            message = redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "), url)
+            raise TransientError(message) from exc
 
 
 async def deliver(
@@ -122,19 +129,27 @@ async def deliver(
     backoff: Backoff,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     random: Callable[[], float],
+    shown: str | None = None,
+    configured: str | None = None,
 ) -> Answer:
     """POST until the server answers 2xx or a permanent 4xx, and return that answer.
 
     `headers` is called before every attempt, so a signature with a timestamp is
     fresh on each retry. Each transient failure counts in `status.retries` and sets
     `status.state = "retrying"` with `last_error`; the caller sets `up` afterwards.
+    What it returns, logs and records has the secrets of `configured` (the URL as
+    configured, of which `url` is the sink's endpoint; default `url`) redacted, the
+    answer's body too; `shown` is how `url` appears in logs and status (default
+    `redact_url(url)`).
     """
     attempt = 0
+    shown = shown or redact_url(url)
+    configured = configured or url
     while True:
         try:
-            answer = await post(url, body, headers())
+            answer = (await post(url, body, headers())).redacted(configured)
         except TransientError as exc:
-            error = str(exc)
+            error = redact_text(str(exc), configured)
         else:
             if not answer.transient:
                 return answer
@@ -142,17 +157,7 @@ async def deliver(
         delay = backoff.delay(attempt, random)
         attempt += 1
         status.state = "retrying"
-        status.last_error = f"{redact(url)}: {error}"
+        status.last_error = f"{shown}: {error}"
         status.retries += 1
-        log.warning("POST %s failed (%s); retry %d in %.1f s", redact(url), error, attempt, delay)
+        log.warning("POST %s failed (%s); retry %d in %.1f s", shown, error, attempt, delay)
         await sleep(delay)
-
-
-def redact(url: str) -> str:
-    """The URL without user:password@, for logs and status."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -60,13 +60,17 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from models.errors import EncodeError
 from sinks.base import Rejection, SinkConfig, SinkRecord, SinkStatus
-from sinks.http import AiohttpPost, Backoff, Post, deliver, redact
+from sinks.http import AiohttpPost, Backoff, Post, deliver
 from sinks.lineprotocol import BOUNDED_LABELS, encode, is_unbounded, unbounded_labels
+from sinks.redaction import redact_url
 
 __all__ = ["LineProtocolSink", "TimeseriesConfig"]
 
 log = logging.getLogger(__name__)
 
+#: How many aggregates not exported are remembered to log once each; past it, more
+#: are skipped without a log line (`skipped` still counts them).
+MAX_LOGGED = 1000
 #: Statuses that mean "a line of this batch is bad": split the batch to find it.
 _REFUSED = frozenset({400, 413, 422})
 
@@ -184,9 +188,12 @@ class LineProtocolSink:
     ) -> None:
         self.target = target
         self.name = target.name
-        self.status = SinkStatus(extra={"kind": target.kind, "url": redact(target.url)})
+        self.status = SinkStatus(extra={"kind": target.kind, "url": redact_url(target.url)})
         self.status.extra.update(skipped=0, batches=0)
         self._url = target.write_url()
+        # The endpoint and query are the sink's own (no secrets): only the configured
+        # base is redacted.
+        self._shown_url = redact_url(target.url).rstrip("/") + self._url[len(target.url) :]
         self._allowed = BOUNDED_LABELS | target.labels
         self._string_fields = target.kind != "victoriametrics"  # VM stores strings as 0
         self._backoff = Backoff(base_s=target.backoff_base_s, max_s=target.backoff_max_s)
@@ -274,6 +281,8 @@ class LineProtocolSink:
                 status=self.status,
                 backoff=self._backoff,
                 random=self._random,
+                shown=self._shown_url,
+                configured=self.target.url,
             )
             if answer.ok or answer.status in _REFUSED:
                 break
@@ -281,12 +290,12 @@ class LineProtocolSink:
             delay = self._backoff.delay(attempt, self._random)
             attempt += 1
             self.status.state = "retrying"
-            self.status.last_error = f"{redact(self._url)}: {answer.describe()}"
+            self.status.last_error = f"{self._shown_url}: {answer.describe()}"
             self.status.retries += 1
             log.error(
                 "%s: %s refused the write (%s), check the sink's configuration; retry in %.1f s",
                 self.name,
-                redact(self._url),
+                self._shown_url,
                 answer.describe(),
                 delay,
             )
@@ -318,7 +327,8 @@ class LineProtocolSink:
         self.status.extra["skipped"] += 1
         aggregate = str(record.decoded.get("aggregate"))
         labels = unbounded_labels(record.decoded.get("group", {}), self._allowed)
-        if labels and aggregate not in self._excluded:
+        # Bounded: names come from records, and a foreign producer could vary them.
+        if labels and aggregate not in self._excluded and len(self._excluded) < MAX_LOGGED:
             self._excluded.add(aggregate)
             log.warning(
                 "%s: aggregate %s is not written: its group labels %s are not bounded "

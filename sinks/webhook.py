@@ -31,7 +31,8 @@ from pydantic import Field, SecretStr
 
 from models.alerts import Alert
 from sinks.base import Rejection, SinkConfig, SinkRecord, SinkStatus
-from sinks.http import AiohttpPost, Backoff, Post, deliver, redact
+from sinks.http import AiohttpPost, Backoff, Post, deliver
+from sinks.redaction import redact_url
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -102,9 +103,9 @@ class WebhookTarget:
 
     def check(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook: url must be http(s), got {redact(self.url)!r}")
+            raise ValueError(f"webhook: url must be http(s), got {redact_url(self.url)!r}")
         if not self.secret:
-            raise ValueError(f"webhook {redact(self.url)}: a signing secret is required")
+            raise ValueError(f"webhook {redact_url(self.url)}: a signing secret is required")
 
 
 @dataclass(slots=True)
@@ -138,7 +139,7 @@ class WebhookSink:
         self.name = name
         self.targets = tuple(targets)
         self.backoff = backoff or Backoff()
-        self.status = SinkStatus(extra={"urls": [redact(t.url) for t in self.targets]})
+        self.status = SinkStatus(extra={"urls": [redact_url(t.url) for t in self.targets]})
         self._own_post = post is None
         self._posts: list[Post] = (
             [AiohttpPost(t.timeout_s) for t in self.targets]
@@ -224,6 +225,6 @@ class WebhookSink:
                 random=self._random,
             )
             if not answer.ok:
-                reason = f"webhook {redact(target.url)}: {answer.describe()}"
+                reason = f"webhook {redact_url(target.url)}: {answer.describe()}"
                 log.error("alert %s rejected: %s", change.alert.identity, reason)
                 reasons.setdefault(index, []).append(reason)

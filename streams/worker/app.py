@@ -1,7 +1,8 @@
 """The Faust application, built from the one settings object.
 
 Faust hosts the stages: the worker process, its signals and shutdown, the web server
-(`/metrics`, `/health`) and Kafka security settings. The stages themselves consume in
+(`/metrics`, `/health`, `/sinks`, bound to `IOC_WEB__HOST`; none of Faust's own
+pages) and Kafka security settings. The stages themselves consume in
 batches (streams.worker.stages.base explains why).
 """
 
@@ -12,6 +13,7 @@ import logging
 from typing import Any
 
 import faust
+from faust.web.base import BlueprintManager
 from prometheus_client import generate_latest
 
 from models.errors import SinkConfigError
@@ -79,11 +81,18 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
         key_serializer="raw",
         value_serializer="raw",
         datadir=str(settings.data_dir),
+        # Faust listens on `web_bind` (default 0.0.0.0); `web_host` only names the
+        # worker in its canonical URL.
+        web_bind=settings.web.host,
         web_host=settings.web.host,
         web_port=settings.web.port,
         web_in_thread=False,
         autodiscover=False,
     )
+    # None of Faust's own pages (`/`, `/router`, `/table`, statistics…): they show
+    # the topology and table contents to anyone who can reach the port, and the
+    # stages keep no Faust tables. Only the pages below are served.
+    app.web.blueprints = BlueprintManager()
     app.settings = settings
     app.metrics = metrics if metrics is not None else Metrics()
     configuration = configured(settings)
@@ -158,9 +167,14 @@ def configured_sinks(settings: Settings) -> list[Sink]:
 
 
 def sink_status(sink: Sink) -> dict[str, Any]:
+    """What `/sinks` shows of a sink. URLs in it are the sinks' own, redacted by them
+    (sinks/redaction.py): tokens in a URL's path or query never appear."""
     status = sink.status
-    return {
+    shown: dict[str, Any] = {
         "topic": sink.topic, "state": status.state, "last_error": status.last_error,
         "queued": status.queued, "written": status.written, "retries": status.retries,
         "rejected": status.rejected, **status.extra,
     }  # fmt: skip
+    if status.evicted is not None:
+        shown["evicted"] = status.evicted
+    return shown

@@ -420,6 +420,10 @@ class SinkCollector(Collector):
             "ioc_sink_rejected_records", "Records refused for good (dead-lettered).",
             labels=["sink"],
         )  # fmt: skip
+        evicted = CounterMetricFamily(
+            "ioc_sink_alerts_evicted", "Remembered alert states a sink forgot at its bound "
+            "(max_alerts), least recently updated first.", labels=["sink"],
+        )  # fmt: skip
         for sink in self._sinks():
             status, labels = sink.status, [sink.name]
             up.add_metric(labels, 1.0 if status.state == "up" else 0.0)
@@ -427,4 +431,6 @@ class SinkCollector(Collector):
             written.add_metric(labels, status.written)
             retries.add_metric(labels, status.retries)
             rejected.add_metric(labels, status.rejected)
-        yield from (up, queued, written, retries, rejected)
+            if status.evicted is not None:  # only sinks that remember alerts
+                evicted.add_metric(labels, status.evicted)
+        yield from (up, queued, written, retries, rejected, evicted)

@@ -223,3 +223,54 @@ async def test_refused_alert_becomes_a_rejection_and_the_rest_is_sent() -> None:
     assert rejected[1].reason == "alertmanager http://am:9093/api/v2/alerts: HTTP 400: bad label"
     assert "not an ioc.alerts record" in rejected[0].reason
     assert (am.status.written, am.status.rejected, am.status.extra["alerts"]) == (1, 2, 1)
+
+
+async def test_remembered_alerts_are_capped_least_recently_updated_first() -> None:
+    post, clock = ScriptedPost(), Clock(T0)
+    am = sink(post, clock, max_alerts=2)
+    a, b, c = (alert(refDevice=name) for name in ("a", "b", "c"))
+    await am.write([record(a, 0), record(b, 1)])
+    await am.flush()
+    await am.write([record(alert(refDevice="a", starts_at_ms=T0 + MIN), 2)])  # a updated
+    await am.write([record(c, 3)])
+    await am.flush()
+    # Every state was sent once; then b, the least recently updated, is forgotten.
+    assert sum(len(body) for _, body, _ in post.calls) == 4
+    assert (am.status.extra["alerts"], am.status.evicted) == (2, 1)
+    await am.tick(T0 + 2 * MIN)
+    resent = {item["labels"]["refDevice"] for item in post.calls[-1][1]}
+    assert resent == {"a", "c"}  # b is no longer kept alive in Alertmanager
+
+
+async def test_restore_is_capped_too() -> None:
+    am = sink(ScriptedPost(), Clock(T0 + MIN), max_alerts=3)
+    pairs = [(record(alert(refDevice=str(n)), n), T0) for n in range(5)]
+    assert am.restore(pairs) == 5
+    assert (am.status.extra["alerts"], am.status.evicted) == (3, 2)
+
+
+def test_max_alerts_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        AlertmanagerConfig(url="http://am", max_alerts=0)
+
+
+async def test_urls_are_redacted_in_status_logs_and_rejections(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = "https://user:SECRETPASS@am.example/proxy/SECRETPATH"
+    post = ScriptedPost(
+        Answer(503, f"upstream {url}/api/v2/alerts down"),
+        Answer(400, "bad: /proxy/SECRETPATH/api/v2/alerts"),
+    )
+    config = AlertmanagerConfig(url=url)
+    am = AlertmanagerSink(config, post=post, clock=Clock(), random=lambda: 0.0, sleep=_no_sleep)
+    await am.write([record(alert())])
+    [rejection] = await am.flush()
+    shown = "https://***@am.example/proxy/***/api/v2/alerts"
+    assert rejection.reason == f"alertmanager {shown}: HTTP 400: bad: /proxy/***/api/v2/alerts"
+    assert am.status.extra["url"] == "https://***@am.example/proxy/***"
+    # A URL inside a text follows the one rule: every segment after the first hidden.
+    echoed = "https://***@am.example/proxy/***/***/***/***"
+    assert am.status.last_error == f"{shown}: HTTP 503: upstream {echoed} down"
+    for text in (str(am.status), caplog.text, rejection.reason):
+        assert "SECRET" not in text

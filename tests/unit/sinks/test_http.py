@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from models.errors import TransientError
 from sinks.base import SinkStatus
-from sinks.http import Answer, Backoff, deliver, redact
+from sinks.http import Answer, Backoff, deliver
 from tests.unit.sinks.helpers import ScriptedPost, refused
 
 
@@ -44,7 +47,7 @@ async def test_deliver_retries_transient_failures_until_answered() -> None:
     assert answer == Answer(200)
     assert sleeps == [1.0, 2.0, 3.0]  # ceilings, with the jitter draw pinned at 1
     assert status.retries == 3 and status.state == "retrying"
-    assert status.last_error == "http://am:9093/x: HTTP 429"  # no credentials
+    assert status.last_error == "http://***@am:9093/x: HTTP 429"  # no credentials
 
 
 async def test_deliver_returns_a_permanent_refusal_at_once() -> None:
@@ -56,6 +59,34 @@ async def test_deliver_returns_a_permanent_refusal_at_once() -> None:
     assert answer.describe() == "HTTP 400: bad label" and status.retries == 0
 
 
-def test_redact() -> None:
-    assert redact("https://user:secret@am.example:9443/p?q=1") == "https://am.example:9443/p?q=1"
-    assert redact("http://am:9093") == "http://am:9093"
+SECRET_URL = "https://hooks.example/services/T000/B000/XXXXSECRET?token=abcdef123"
+
+
+async def test_deliver_redacts_the_url_in_status_logs_and_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A server and aiohttp both echo the URL: the secrets are hidden in all of it.
+    post = ScriptedPost(
+        TransientError(f"InvalidURL: {SECRET_URL}"),
+        Answer(404, "no route /services/T000/B000/XXXXSECRET"),
+    )
+    status = SinkStatus()
+    answer = await deliver(
+        post, SECRET_URL, b"[]", dict, status=status, backoff=Backoff(), random=lambda: 0.0
+    )
+    # T000 and B000 are shorter than a token (MIN_SECRET_CHARS): left in the text.
+    assert answer == Answer(404, "no route /services/T000/B000/***")
+    shown = "https://hooks.example/services/***/***/***?token=***"
+    assert status.last_error == f"{shown}: InvalidURL: {shown}"
+    assert "XXXXSECRET" not in caplog.text and "abcdef123" not in caplog.text
+    assert shown in caplog.text
+
+
+async def test_deliver_shows_the_url_as_the_sink_says() -> None:
+    post = ScriptedPost(Answer(503))
+    status = SinkStatus()
+    await deliver(
+        post, "http://vm/write?db=x", b"[]", dict, status=status, backoff=Backoff(),
+        random=lambda: 0.0, sleep=lambda _: asyncio.sleep(0), shown="http://vm/write?db=x",
+    )  # fmt: skip
+    assert status.last_error == "http://vm/write?db=x: HTTP 503"

@@ -138,3 +138,31 @@ async def test_cancelled_flush_leaves_close_to_stop_the_send() -> None:
     flushing.cancel()
     await s.close()
     assert s.status.state == "stopped"
+
+
+async def test_aggregates_not_exported_are_logged_once_each_up_to_a_bound(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sinks.timeseries.MAX_LOGGED", 2)
+    s = sink(FakePost())
+    names = ["a", "b", "a", "c", "d"]
+    await s.write([
+        SinkRecord("ioc.aggregates", 0, n, None, b"{}",
+                   record(aggregate=name, group={"user.name": "x"}))
+        for n, name in enumerate(names)
+    ])  # fmt: skip
+    assert s.status.extra["skipped"] == 5
+    assert caplog.text.count("is not written") == 2  # a and b; c and d only counted
+
+
+async def test_the_configured_url_is_redacted_not_the_sinks_own_endpoint() -> None:
+    target = TimeseriesConfig(
+        kind="influxdb1", database="iocdata", url="http://db.example/proxy/T0KEN1234",
+        backoff_base_s=0.001, backoff_max_s=0.001,
+    )  # fmt: skip
+    s = LineProtocolSink(target, post=FakePost(Answer(503, "no T0KEN1234 for iocdata")))
+    await s.write(records(1))
+    await s.flush()
+    shown = "http://db.example/proxy/***/write?db=iocdata&precision=ms"
+    assert s.status.last_error == f"{shown}: HTTP 503: no *** for iocdata"
+    assert s.status.extra["url"] == "http://db.example/proxy/***"

@@ -80,3 +80,19 @@ async def test_a_refusal_by_any_receiver_rejects_the_record_with_its_answer() ->
     assert [r.record.offset for r in rejected] == [8, 7]
     assert rejected[1].reason == "webhook http://a: HTTP 400: unknown channel"
     assert (sink.status.written, sink.status.rejected) == (0, 2)
+
+
+async def test_a_token_in_the_url_is_redacted_in_status_reasons_and_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = "https://hooks.example/services/T000/B000/XXXXSECRET?token=abcdef123"
+    post = ScriptedPost(Answer(503, "busy"), Answer(404, "no hook XXXXSECRET"))
+    sink = make(post, url)
+    await sink.write([record(alert(), 7)])
+    [rejection] = await sink.flush()
+    shown = "https://hooks.example/services/***/***/***?token=***"
+    assert sink.status.extra["urls"] == [shown]
+    assert rejection.reason == f"webhook {shown}: HTTP 404: no hook ***"
+    assert sink.status.last_error == f"{shown}: HTTP 503: busy"
+    for text in (str(sink.status), caplog.text, rejection.reason):
+        assert "XXXXSECRET" not in text and "abcdef123" not in text
