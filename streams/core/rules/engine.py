@@ -28,14 +28,20 @@ A rule none of whose sources has sent progress (inputs from a foreign producer, 
 lateness; when no input has come for `idle_timeout_ms` of wall clock, `advance` moves
 it on with the wall clock from where the last input left it.
 
-State is checkpointed per rule (`<rule>` → detector, lifecycle and the sums of
-aggregate rules as one JSON document) and only for the rules that changed since the
-last checkpoint; `@meta` keeps the rules' clocks and the sources' frontiers.
+State is checkpointed per rule group: `<rule>/<group>` → that group's detector state,
+lifecycle and sums (`group_key`; None, a deletion, once the rule holds nothing of the
+group), written only for the groups that changed since the last checkpoint, beside a
+small `<rule>` record of what is rule-wide (the detector's definition and watermark).
+One rule with 100,000 groups is 100,000 small records, never one document past the
+broker's record limit. `@meta` keeps the rules' clocks and the sources' frontiers,
+`@pending` the pending offsets. A `<rule>` record of the older layout (the whole rule
+as one document) is still read, and written out group by group at the next checkpoint.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import heapq
 import zlib
 from collections.abc import Iterable
@@ -70,14 +76,18 @@ from streams.core.rules.detectors import (
     SequenceDetector,
     ThresholdDetector,
 )
-from streams.core.rules.detectors._base import freeze
+from streams.core.rules.detectors._base import Group, freeze
 from streams.core.rules.lifecycle import Lifecycle, Observation
 from streams.core.rules.plan import FIRST, THEN, RuleInput
 
-__all__ = ["BadInput", "LateInput", "RuleEngine", "RuleEvaluator"]
+__all__ = ["BadInput", "LateInput", "RuleEngine", "RuleEvaluator", "group_key"]
 
 META: Final = "@meta"
 PENDING: Final = "@pending"
+#: The `format` of a rule record whose groups have records of their own.
+GROUPED: Final = 2
+#: The longest group JSON a changelog key spells out; longer ones are hashed.
+GROUP_KEY_CHARS: Final = 200
 _NEVER: Final = -(1 << 62)
 
 Detector = Any  # the detector classes share advance/snapshot/restore, not a base
@@ -200,7 +210,10 @@ class RuleEvaluator:
     """One rule on one partition: its detector, the sums of an aggregate rule that
     drops labels, and the lifecycle of its alerts."""
 
-    __slots__ = ("_sums", "clock", "detector", "feed", "kind", "lifecycle", "name", "summing")
+    __slots__ = (
+        "_sums", "_touched", "_written", "clock", "detector", "feed", "kind", "lifecycle",
+        "name", "summing",
+    )  # fmt: skip
 
     def __init__(self, rule: Rule, summing: bool) -> None:
         self.name = rule.name
@@ -211,6 +224,10 @@ class RuleEvaluator:
         self.summing = summing
         # group → member (the dropped labels' values, as JSON) → its latest figure
         self._sums: dict[tuple[Any, ...], dict[str, float]] = {}
+        #: Groups an input changed since the last checkpoint (the detector and the
+        #: lifecycle note those that time changed), and the groups the changelog holds.
+        self._touched: set[Group] = set()
+        self._written: set[Group] = set()
         self.lifecycle = Lifecycle(
             rule=rule.name, kind=rule.kind, group_by=rule.group_by, severity=rule.severity,
             for_ms=rule.for_, keep_firing_for_ms=rule.keep_firing_for,
@@ -223,6 +240,7 @@ class RuleEvaluator:
         """Feed one input to the detector; raises ValueError/TypeError on an input of
         the wrong shape (the stage dead-letters it)."""
         kind, group, at_ms, figure = self.kind, item.group, item.at_ms, item.figure
+        self._touched.add(group)
         event_id = item.event_id or ""
         detector = self.detector
         if kind == "count" or kind == "match":
@@ -249,7 +267,84 @@ class RuleEvaluator:
             return detector.observe(group, at_ms, float(value), float(level))
         return detector.observe(group, at_ms, float(figure))
 
+    # -- the changelog: one record per group, one for the rule ---------------------------
+
+    def rule_record(self) -> bytes:
+        """What is not any one group's: the detector's definition and watermark."""
+        return orjson.dumps(
+            {
+                "format": GROUPED,
+                "detector": self.detector.rule_state(),
+                "lifecycle": self.lifecycle.rule_state(),
+            }
+        )
+
+    def group_record(self, group: Group) -> bytes | None:
+        """One group's detector, lifecycle and sums; None once it holds none."""
+        detector = self.detector.group_state(group)
+        lifecycle = self.lifecycle.group_state(group)
+        sums = self._sums.get(group)
+        if detector is None and lifecycle is None and sums is None:
+            return None
+        doc = {"group": group, "detector": detector, "lifecycle": lifecycle, "sums": sums}
+        return orjson.dumps(doc)
+
+    def take_dirty(self, rule_changed: bool) -> list[tuple[str, bytes | None]]:
+        """(key, payload or None for a deletion) of the groups changed since the last
+        call, and the rule's record if anything changed; a group never written is not
+        deleted."""
+        touched = self._touched | self.detector.take_touched() | self.lifecycle.take_touched()
+        self._touched = set()
+        if not touched and not rule_changed:
+            return []
+        out: list[tuple[str, bytes | None]] = [(self.name, self.rule_record())]
+        written = self._written
+        for group in sorted(touched, key=_order):
+            payload = self.group_record(group)
+            if payload is not None:
+                written.add(group)
+            elif group in written:
+                written.discard(group)
+            else:
+                continue  # came and went between two checkpoints
+            out.append((group_key(self.name, group), payload))
+        return out
+
+    def restore_grouped(self, rule_doc: Any, groups: list[bytes]) -> None:
+        """Load a rule record and its group records. ValueError/KeyError/TypeError if
+        they do not fit this rule's definition (the caller starts it afresh)."""
+        if rule_doc.get("format") != GROUPED:
+            raise ValueError(f"not a grouped rule record: format {rule_doc.get('format')!r}")
+        self.detector.load_rule_state(rule_doc["detector"])
+        self.lifecycle.load_rule_state(rule_doc["lifecycle"])
+        self._sums = {}
+        for payload in groups:
+            doc = orjson.loads(payload)
+            group = freeze(doc["group"])
+            if doc["detector"] is not None:
+                self.detector.load_group(group, doc["detector"])
+            if doc["lifecycle"] is not None:
+                self.lifecycle.load_group(group, doc["lifecycle"])
+            if doc["sums"] is not None:
+                self._sums[group] = doc["sums"]
+            self._written.add(group)
+        self.detector.finish_restore()
+        self.lifecycle.finish_restore()
+
+    def restore_whole(self, doc: Any) -> None:
+        """Load a checkpoint written before groups had records of their own (one
+        document per rule); every group is then written anew at the next checkpoint."""
+        self.detector.restore(orjson.dumps(doc["detector"]))
+        self.lifecycle.restore(orjson.dumps(doc["lifecycle"]))
+        self._sums = {freeze(group): members for group, members in doc["sums"]}
+        self._touched |= self.held_groups()
+
+    def held_groups(self) -> set[Group]:
+        """Every group any part of the rule's state holds."""
+        return set(self._sums) | set(self.lifecycle.groups()) | set(self.detector.groups())
+
     def snapshot(self) -> bytes:
+        """The whole rule as one document (the layout before group records; tests)."""
         sums = [[list(group), members] for group, members in self._sums.items()]
         return b'{"detector":%b,"lifecycle":%b,"sums":%b}' % (
             self.detector.snapshot(),
@@ -257,11 +352,19 @@ class RuleEvaluator:
             orjson.dumps(sums),
         )
 
-    def restore(self, payload: bytes) -> None:
-        doc = orjson.loads(payload)
-        self.detector.restore(orjson.dumps(doc["detector"]))
-        self.lifecycle.restore(orjson.dumps(doc["lifecycle"]))
-        self._sums = {freeze(group): members for group, members in doc["sums"]}
+
+def _order(group: Group) -> bytes:
+    return orjson.dumps(group)
+
+
+def group_key(rule: str, group: Group) -> str:
+    """A group's changelog key, `<rule>/<group as JSON>`: readable, and bounded (a group
+    whose JSON is longer than GROUP_KEY_CHARS is named by its SHA-256 instead; the group
+    itself is in the record)."""
+    text = orjson.dumps(group).decode()
+    if len(text) > GROUP_KEY_CHARS:
+        text = "#" + hashlib.sha256(text.encode()).hexdigest()
+    return f"{rule}/{text}"
 
 
 class RuleEngine:
@@ -464,6 +567,7 @@ class RuleEngine:
                 continue
             clock.watermark = watermark
             self._meta_dirty = True
+            self._dirty.add(name)  # the detector's watermark, in the rule's record
             pending = clock.pending
             if pending and pending[0][0] <= watermark:
                 self._dirty.add(name)
@@ -493,9 +597,14 @@ class RuleEngine:
     # -- state ---------------------------------------------------------------------------
 
     def take_dirty(self, position: int | None = None) -> list[tuple[str, bytes | None]]:
-        """(state key, payload) of what changed since the last call; `position` is the
-        next offset to read, up to which the pending bitmap is taken."""
-        dirty = [(name, self.evaluators[name].snapshot()) for name in sorted(self._dirty)]
+        """(state key, payload or None: deleted) of what changed since the last call;
+        `position` is the next offset to read, up to which the pending bitmap is taken.
+
+        Keys: `<rule>` (rule-wide, small), `<rule>/<group>` (one per group changed: see
+        `group_key`), `@pending`, `@meta`. No record grows with the number of groups."""
+        dirty: list[tuple[str, bytes | None]] = []
+        for name in sorted(self.evaluators):
+            dirty += self.evaluators[name].take_dirty(name in self._dirty)
         if self._pending_dirty and position is not None:
             dirty.append((PENDING, self._pending_record(position)))
             self._pending_dirty = False
@@ -505,7 +614,7 @@ class RuleEngine:
             dirty.append((META, orjson.dumps(meta)))
         self._dirty.clear()
         self._meta_dirty = False
-        return dirty  # type: ignore[return-value]
+        return dirty
 
     def _pending_record(self, position: int) -> bytes:
         """Which offsets below `position` are pending: the oldest, and a bitmap from it."""
@@ -531,11 +640,14 @@ class RuleEngine:
         }
 
     def restore(self, items: Iterable[tuple[str, bytes]]) -> list[str]:
-        """Load checkpointed state; returns the keys of rules that no longer exist, for
-        the caller to tombstone. A rule whose definition changed so that its state no
-        longer fits its detector starts afresh."""
+        """Load checkpointed state; returns the keys of rules that no longer exist (their
+        rule and group records), for the caller to tombstone. A rule whose definition
+        changed so that its state no longer fits its detector starts afresh (its group
+        records are returned too). Reads the per-rule documents of older checkpoints;
+        the next checkpoint writes them out group by group."""
         stale: list[str] = []
         meta: Any = None
+        rules: dict[str, tuple[bytes | None, list[tuple[str, bytes]]]] = {}
         for key, payload in items:
             if key == META:
                 meta = orjson.loads(payload)
@@ -543,15 +655,32 @@ class RuleEngine:
             if key == PENDING:
                 self._load_pending(payload)
                 continue
-            evaluator = self.evaluators.get(key)
+            name, slash, _ = key.partition("/")
+            record, groups = rules.setdefault(name, (None, []))
+            if slash:
+                groups.append((key, payload))
+            else:
+                rules[name] = (payload, groups)
+        for name, (record, groups) in rules.items():
+            evaluator = self.evaluators.get(name)
             if evaluator is None:
-                stale.append(key)
+                stale += [key for key, _ in groups]
+                if record is not None:
+                    stale.append(name)
                 continue
             try:
-                evaluator.restore(payload)
+                if record is None:
+                    raise ValueError(f"group records of {name} without its rule record")
+                doc = orjson.loads(record)
+                if "format" in doc:
+                    evaluator.restore_grouped(doc, [payload for _, payload in groups])
+                else:
+                    evaluator.restore_whole(doc)
+                    stale += [key for key, _ in groups]  # none expected beside a whole one
             except (ValueError, KeyError, TypeError):
-                self.evaluators[key] = self._fresh(key)
-                self._dirty.add(key)
+                self.evaluators[name] = self._fresh(name)
+                self._dirty.add(name)
+                stale += [key for key, _ in groups]
         if type(meta) is list:  # written before each rule had its clock: one for all
             newest, watermark = meta
             meta = {"clocks": {name: [newest, watermark] for name in self.evaluators}}

@@ -42,13 +42,14 @@ the `Alert` records to write to `ioc.alerts`: nothing else.
 
 Timers (`for`, keep_firing_for, the guard, forgetting) are a heap of due times with
 lazy deletion, so `advance` costs only the groups that have something due.
-`snapshot`/`restore` carry every group's state (orjson) for the changelog.
+`snapshot`/`restore` carry every group's state (orjson); the changelog takes it group
+by group (`group_state`, `load_group`, and `take_touched`: the groups changed since).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -164,6 +165,7 @@ class Lifecycle:
         self._window = None if window_ms is None else format_duration(window_ms)
         self._groups: dict[Group, _State] = {}
         self._heap: list[tuple[int, str, Group]] = []
+        self._touched: set[Group] = set()  # changed (or forgotten) since `take_touched`
 
     def __len__(self) -> int:
         """Groups held: pending, firing, or remembered by the flapping guard."""
@@ -194,6 +196,7 @@ class Lifecycle:
             if not obs.active:
                 return []  # nothing is known of this group, and nothing is wrong with it
             state = self._groups[key] = _State(obs, self.severity, _order(key))
+        self._touched.add(key)
         at = max(obs.at_ms, state.seen_ms)
         out = self._run_due(key, state, at, including_now=False)
         state.seen_ms = at
@@ -216,6 +219,7 @@ class Lifecycle:
                 continue  # superseded: the group changed after this was scheduled
             state.scheduled = None
             state.seen_ms = max(state.seen_ms, due)
+            self._touched.add(key)
             out += self._step(key, state, due)
             self._settle(key, state)
         if len(heap) > 2 * len(self._groups) + 64:
@@ -385,6 +389,41 @@ class Lifecycle:
 
     # -- changelog -----------------------------------------------------------------------
 
+    def groups(self) -> Iterable[Group]:
+        """The groups held."""
+        return self._groups.keys()
+
+    def take_touched(self) -> set[Group]:
+        """The groups changed (or forgotten) since the last call."""
+        touched, self._touched = self._touched, set()
+        return touched
+
+    def rule_state(self) -> Any:
+        """What is not any one group's: which rule, which layout."""
+        return {"version": _SNAPSHOT_VERSION, "rule": self.rule}
+
+    def load_rule_state(self, doc: Any) -> None:
+        """Start a restore: no groups yet. ValueError for another rule or layout."""
+        if doc.get("version") != _SNAPSHOT_VERSION or doc.get("rule") != self.rule:
+            raise ValueError(
+                f"snapshot of rule {doc.get('rule')!r} version {doc.get('version')!r}"
+                f" cannot restore rule {self.rule!r} version {_SNAPSHOT_VERSION}"
+            )
+        self._groups, self._heap = {}, []
+
+    def group_state(self, group: Group) -> dict[str, Any] | None:
+        """One group's state as JSON; None if it is not held."""
+        state = self._groups.get(group)
+        return None if state is None else _dump(group, state)
+
+    def load_group(self, group: Group, saved: Mapping[str, Any]) -> None:
+        """One group of a restore; call `finish_restore` after the last."""
+        _, state = _load({**saved, "group": group})
+        self._groups[group] = state
+
+    def finish_restore(self) -> None:
+        self._reschedule_all()
+
     def snapshot(self) -> bytes:
         """Every group's state as JSON: `restore` on a fresh Lifecycle of the same rule
         continues exactly where this one is."""
@@ -452,7 +491,7 @@ def _dump(key: Group, state: _State) -> dict[str, Any]:
 
 
 def _load(saved: Mapping[str, Any]) -> tuple[Group, _State]:
-    key = tuple(saved["group"])
+    key = tuple(saved["group"])  # a tuple already when the caller froze it
     last = dict(saved["last"])
     last["event_ids"] = tuple(last["event_ids"])
     state = _State(Observation(group=key, **last), saved["severity"], _order(key))

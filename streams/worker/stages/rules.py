@@ -359,8 +359,13 @@ class RuleStage(ChangelogStage):
         engine = self.engines.get(tp)
         if engine is None:
             return []
-        dirty: list[tuple[str, bytes | None]] = [(key, None) for key in self._stale.pop(tp, [])]
-        dirty += engine.take_dirty(position)
+        changed = engine.take_dirty(position)
+        # A stale key the engine writes again (a group back in a rule that started
+        # afresh) is not deleted: its tombstone would follow it at the next checkpoint.
+        written = {key for key, _ in changed}
+        stale = self._stale.pop(tp, [])
+        dirty: list[tuple[str, bytes | None]] = [(k, None) for k in stale if k not in written]
+        dirty += changed
         seen = self.lineage.get(tp)
         if dirty and seen is not None and seen.dirty:
             dirty.append((LINEAGE_KEY, seen.dump()))

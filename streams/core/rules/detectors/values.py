@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Final, Literal
@@ -145,6 +145,33 @@ class ThresholdDetector:
     def advance(self, watermark_ms: int) -> list[Observation]:
         """Nothing: a band holds until a reading clears it (absence covers silence)."""
         return []
+
+    # The changelog, group by group (see _base): a group in a band is [band, last ms].
+
+    def groups(self) -> Iterable[Group]:
+        return self._groups.keys()
+
+    def take_touched(self) -> set[Group]:
+        return set()  # only readings change a group, and the caller knows those
+
+    def rule_state(self) -> Any:
+        return {"params": self._params()}
+
+    def load_rule_state(self, doc: Any) -> None:
+        if doc["params"] != self._params():
+            raise ValueError(f"snapshot of ThresholdDetector{doc['params']}")
+        self._groups = {}
+
+    def group_state(self, group: Group) -> Any:
+        held = self._groups.get(group)
+        return None if held is None else list(held)
+
+    def load_group(self, group: Group, saved: Any) -> None:
+        index, at_ms = saved
+        self._groups[group] = [index, at_ms]
+
+    def finish_restore(self) -> None:
+        pass
 
     def snapshot(self) -> bytes:
         groups = [[list(group), index, at_ms] for group, (index, at_ms) in self._groups.items()]
@@ -343,11 +370,12 @@ class BaselineDetector:
         self.min_samples = min_samples
         self.season = season
         self.tz_offset_ms = tz_offset_ms
-        self._stats: dict[tuple[Group, int], list[float]] = {}  # → [n, mean, M2]
+        self._stats: dict[Group, dict[int, list[float]]] = {}  # → slot → [n, mean, M2]
         self._active: set[Group] = set()
 
     def __len__(self) -> int:
-        return len(self._stats)
+        """(group, slot) figures held."""
+        return sum(len(slots) for slots in self._stats.values())
 
     def slot(self, at_ms: int) -> int:
         if self.season == "none":
@@ -355,10 +383,13 @@ class BaselineDetector:
         return (at_ms + self.tz_offset_ms) // _HOUR_MS % 24
 
     def observe(self, group: Group, at_ms: int, value: float) -> Observation | None:
-        key = (group, self.slot(at_ms))
-        stats = self._stats.get(key)
+        slots = self._stats.get(group)
+        if slots is None:
+            slots = self._stats[group] = {}
+        slot = self.slot(at_ms)
+        stats = slots.get(slot)
         if stats is None:
-            stats = self._stats[key] = [0, 0.0, 0.0]
+            stats = slots[slot] = [0, 0.0, 0.0]
         n, mean, m2 = stats
         z = None
         if n >= self.min_samples:
@@ -383,8 +414,44 @@ class BaselineDetector:
         """Nothing: the next value decides (finals come once per window)."""
         return []
 
+    # The changelog, group by group (see _base): a group is its slots' figures and
+    # whether it is active, at most 24 × 3 numbers.
+
+    def groups(self) -> Iterable[Group]:
+        return self._stats.keys()
+
+    def take_touched(self) -> set[Group]:
+        return set()  # only values change a group, and the caller knows those
+
+    def rule_state(self) -> Any:
+        return {"params": self._params()}
+
+    def load_rule_state(self, doc: Any) -> None:
+        if doc["params"] != self._params():
+            raise ValueError(f"snapshot of BaselineDetector{doc['params']}")
+        self._stats, self._active = {}, set()
+
+    def group_state(self, group: Group) -> Any:
+        slots = self._stats.get(group)
+        if slots is None:
+            return None
+        figures = [[slot, *stats] for slot, stats in slots.items()]
+        return {"slots": figures, "active": group in self._active}
+
+    def load_group(self, group: Group, saved: Any) -> None:
+        self._stats[group] = {slot: [n, mean, m2] for slot, n, mean, m2 in saved["slots"]}
+        if saved["active"]:
+            self._active.add(group)
+
+    def finish_restore(self) -> None:
+        pass
+
     def snapshot(self) -> bytes:
-        stats = [[list(group), slot, *figures] for (group, slot), figures in self._stats.items()]
+        stats = [
+            [list(group), slot, *figures]
+            for group, slots in self._stats.items()
+            for slot, figures in slots.items()
+        ]
         return orjson.dumps(
             {
                 "params": self._params(),
@@ -397,9 +464,9 @@ class BaselineDetector:
         doc = orjson.loads(data)
         if doc["params"] != self._params():
             raise ValueError(f"snapshot of BaselineDetector{doc['params']}")
-        self._stats = {
-            (freeze(group), slot): [n, mean, m2] for group, slot, n, mean, m2 in doc["stats"]
-        }
+        self._stats = {}
+        for group, slot, n, mean, m2 in doc["stats"]:
+            self._stats.setdefault(freeze(group), {})[slot] = [n, mean, m2]
         self._active = {freeze(group) for group in doc["active"]}
 
     def _params(self) -> list[Any]:
