@@ -19,6 +19,7 @@ from models.common import (
     Measurement,
     NonEmptyStr,
     Ratio,
+    Within,
     event_config,
 )
 from models.validation import validate_tagged
@@ -127,65 +128,73 @@ class AirQualityObserved(CityObservation):
         "relativeHumidity",
     )
     type: Literal["AirQualityObserved"]
-    pm25: Concentration | None = None
-    pm10: Concentration | None = None
-    no2: Concentration | None = None
-    o3: Concentration | None = None
-    co: Concentration | None = Field(None, description="mg/m³")
-    so2: Concentration | None = None
-    airQualityIndex: Concentration | None = None
-    temperature: Measurement | None = None
+    pm25: Annotated[Concentration, Within(0, 5000, "µg/m³")] | None = None
+    pm10: Annotated[Concentration, Within(0, 20000, "µg/m³")] | None = None
+    no2: Annotated[Concentration, Within(0, 5000, "µg/m³")] | None = None
+    o3: Annotated[Concentration, Within(0, 2000, "µg/m³")] | None = None
+    co: Annotated[Concentration, Within(0, 1000, "mg/m³")] | None = Field(None, description="mg/m³")
+    so2: Annotated[Concentration, Within(0, 10000, "µg/m³")] | None = None
+    airQualityIndex: Annotated[Concentration, Within(0, 1000, "")] | None = None
+    temperature: Annotated[Measurement, Within(-90, 100, "°C")] | None = None
     relativeHumidity: Ratio | None = None
 
 
 class WaterQualityObserved(CityObservation):
     MEASUREMENTS = ("pH", "conductivity", "turbidity", "temperature")
     type: Literal["WaterQualityObserved"]
-    pH: Measurement | None = None
-    conductivity: Measurement | None = None
-    turbidity: Measurement | None = None
-    temperature: Measurement | None = None
+    pH: Annotated[Measurement, Within(0, 14, "")] | None = None
+    conductivity: Annotated[Measurement, Within(0, 200000, "µS/cm")] | None = None
+    turbidity: Annotated[Measurement, Within(0, 100000, "NTU")] | None = None
+    temperature: Annotated[Measurement, Within(-90, 100, "°C")] | None = None
 
 
 class TrafficFlowObserved(CityObservation):
     MEASUREMENTS = ("intensity", "occupancy", "averageVehicleSpeed")
     TIME_FALLBACKS = ("dateObservedTo",)
     type: Literal["TrafficFlowObserved"]
-    intensity: Measurement | None = None
+    intensity: Annotated[Measurement, Within(0, 1000000, "vehicles")] | None = None
     occupancy: Ratio | None = None
-    averageVehicleSpeed: Measurement | None = Field(None, description="km/h")
+    averageVehicleSpeed: Annotated[Measurement, Within(0, 500, "km/h")] | None = Field(
+        None, description="km/h"
+    )
 
 
 class NoiseLevelObserved(CityObservation):
     MEASUREMENTS = ("LAeq", "LAmax")
     TIME_FALLBACKS = ("dateObservedTo",)
     type: Literal["NoiseLevelObserved"]
-    LAeq: Measurement | None = Field(None, description="dB(A)")
-    LAmax: Measurement | None = Field(None, description="dB(A)")
+    LAeq: Annotated[Measurement, Within(0, 200, "dB(A)")] | None = Field(None, description="dB(A)")
+    LAmax: Annotated[Measurement, Within(0, 200, "dB(A)")] | None = Field(None, description="dB(A)")
 
 
 class FloodMonitoring(CityObservation):
     MEASUREMENTS = ("currentLevel", "alertLevel", "dangerLevel")
     TIME_FALLBACKS = ("observationDateTime",)
     type: Literal["FloodMonitoring"]
-    currentLevel: Measurement | None = Field(None, description="m")
-    alertLevel: Measurement | None = Field(None, description="m")
-    dangerLevel: Measurement | None = Field(None, description="m")
+    currentLevel: Annotated[Measurement, Within(-500, 10000, "m")] | None = Field(
+        None, description="m"
+    )
+    alertLevel: Annotated[Measurement, Within(-500, 10000, "m")] | None = Field(
+        None, description="m"
+    )
+    dangerLevel: Annotated[Measurement, Within(-500, 10000, "m")] | None = Field(
+        None, description="m"
+    )
 
 
 class WeatherObserved(CityObservation):
     MEASUREMENTS = ("precipitation", "windSpeed", "temperature")
     type: Literal["WeatherObserved"]
-    precipitation: Measurement | None = None
-    windSpeed: Measurement | None = None
-    temperature: Measurement | None = None
+    precipitation: Annotated[Measurement, Within(0, 2000, "mm")] | None = None
+    windSpeed: Annotated[Measurement, Within(0, 150, "m/s")] | None = None
+    temperature: Annotated[Measurement, Within(-90, 100, "°C")] | None = None
 
 
 class Streetlight(CityObservation):
     MEASUREMENTS = ("powerState", "powerConsumption")
     type: Literal["Streetlight"]
     powerState: PowerState | None = Field(None, description='"on"/"off" stored as 1/0')
-    powerConsumption: Measurement | None = None
+    powerConsumption: Annotated[Measurement, Within(0, 10000000, "W")] | None = None
 
 
 MODELS: dict[str, type[CityObservation]] = {

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["DeadLetter", "DeadLetterError"]
 
-DeadLetterError = Literal["json", "schema", "too_large", "late", "sink"]
+DeadLetterError = Literal["json", "schema", "too_large", "too_deep", "late", "sink", "internal"]
 
 
 class DeadLetter(BaseModel):
@@ -21,12 +21,21 @@ class DeadLetter(BaseModel):
     source_topic: str
     partition: int
     offset: int
-    key: str | None = Field(description="Message key as UTF-8 text (undecodable bytes escaped).")
+    key: str | None = Field(
+        description="Message key as UTF-8 text (undecodable bytes escaped), its first 256 bytes."
+    )
+    key_truncated: bool = Field(False, description="The key was longer than 256 bytes.")
     element: int | None = Field(
         None, description="Index in a JSON array message; null when the whole message is rejected."
     )
     raw: str = Field(
-        description="Base64 of the original message bytes, or of the rejected array element."
+        description="Base64 of the original message bytes, or of the rejected array element; "
+        "of their first 16 KiB when `raw_truncated`."
+    )
+    raw_truncated: bool = Field(False, description="`raw` holds a prefix of the bytes only.")
+    raw_bytes: int | None = Field(None, description="Size of the whole original bytes.")
+    raw_sha256: str | None = Field(
+        None, description="SHA-256 (hex) of the whole original bytes, when `raw_truncated`."
     )
     error: DeadLetterError
     reason: str = Field(description="Human-readable, naming the field path.")

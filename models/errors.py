@@ -8,8 +8,14 @@ IocError
 │   └── SinkConfigError          a sink section of the settings (streams.worker.app)
 ├── ContractError (ValueError)   a record breaks the wire contract: dead-letter it
 │   ├── InvalidEvent             one event (or a whole message) is rejected at ingest
-│   └── EventTimeError           a validated event without a readable event time
-│                                (streams.core.windows.plan)
+│   ├── EventTimeError           a validated event without a readable event time, or
+│   │                            one outside the range windows can represent
+│   │                            (streams.core.windows.plan, .engine)
+│   ├── GroupFieldMissing        a validated event without a group_by field of an
+│   │                            aggregate declared `missing_group: reject`
+│   └── RecordTooLarge           a record a stage would produce exceeds
+│                                IOC_KAFKA__MAX_RECORD_BYTES: the input that made
+│                                it is dead-lettered `too_large` (stages.base)
 ├── SinkError                    a sink could not deliver one record
 │   ├── TransientError           no answer (refused, reset, timeout): retry (sinks.http)
 │   └── EncodeError (ValueError) the record cannot be one point (sinks.lineprotocol)
@@ -43,9 +49,11 @@ __all__ = [
     "DeliveryFailed",
     "EncodeError",
     "EventTimeError",
+    "GroupFieldMissing",
     "InfrastructureError",
     "InvalidEvent",
     "IocError",
+    "RecordTooLarge",
     "RuleConfigError",
     "ServerError",
     "SinkConfigError",
@@ -105,6 +113,12 @@ class EventTimeError(ContractError):
     the stage should dead-letter it (error `schema`) rather than stop."""
 
 
+class GroupFieldMissing(ContractError):
+    """A validated event lacks a group_by field of an aggregate that rejects such
+    events (`missing_group: reject`): dead-letter it (error `schema`); the message
+    names the field and the aggregate."""
+
+
 # -- sinks -----------------------------------------------------------------------------
 
 
@@ -121,6 +135,11 @@ class EncodeError(SinkError, ValueError):
 
 
 # -- infrastructure --------------------------------------------------------------------
+
+
+class RecordTooLarge(ContractError):
+    """A record to produce is larger than the record limit: the input it came from is
+    dead-lettered `too_large`, never sent to fail the whole producer batch."""
 
 
 class InfrastructureError(IocError, RuntimeError):

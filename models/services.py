@@ -81,7 +81,7 @@ class DossierEvent(_Case):
     sector: str | None = None
     channel: Literal["online", "counter", "postal"] | None = None
     paid_online: Annotated[bool, Field(strict=True)] | None = None
-    fee_vnd: Annotated[int, Field(strict=True, ge=0)] | None = None
+    fee_vnd: Annotated[int, Field(strict=True, ge=0, le=10**13)] | None = None
 
 
 class FeedbackEvent(_Case):

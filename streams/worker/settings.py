@@ -58,6 +58,11 @@ class KafkaSettings(_Section):
     max_poll_records: int = Field(5000, ge=1, description="Records a stage takes per fetch.")
     partitions: int = Field(4, ge=1, description="Partitions for topics the processor creates.")
     replication_factor: int = Field(1, ge=1)
+    # Kafka's default message.max.bytes is 1 MiB (1,048,588); below it with room for
+    # the record's own framing. Nothing the processor produces is larger.
+    max_record_bytes: int = Field(
+        1_000_000, ge=65_536, description="Largest record produced (key + value + headers)."
+    )
 
     @model_validator(mode="after")
     def _credentials_complete(self) -> KafkaSettings:
@@ -72,7 +77,22 @@ class KafkaSettings(_Section):
 
 class IngestSettings(_Section):
     max_message_bytes: int = Field(1_000_000, gt=0, description="Larger messages: `too_large`.")
+    max_event_bytes: int = Field(
+        262_144, gt=0, le=900_000,
+        description="Largest validated event passed on (`too_large`): it must fit in every "
+        "record derived from it below the record limit.",
+    )  # fmt: skip
+    max_elements: int = Field(
+        10_000, ge=1, description="Events in one array message; more: the whole is `too_large`."
+    )
+    max_depth: int = Field(
+        32, ge=2, le=200, description="Nesting of objects and arrays in an event: `too_deep`."
+    )
     max_future_s: float = Field(300.0, ge=0, description="Tolerated clock skew of event times.")
+    # A year and a month: a backfill of last year's records still goes through.
+    max_past_s: float = Field(
+        34_300_800.0, gt=0, description="Oldest event time accepted, before the processor's clock."
+    )
     dedup_horizon_s: float = Field(3600.0, ge=0, description="How long an event id is remembered.")
     dedup_max_ids: int = Field(200_000, ge=0, description="Bound on remembered ids per family.")
     idle_timeout_s: float = Field(
@@ -103,6 +123,13 @@ class WindowSettings(_Section):
     store_cache_panes: int = Field(
         100_000, ge=1, description="rocksdb: accumulators kept in RAM per input partition."
     )
+    # An exact set of ~36,000 user names outgrew Kafka's 1 MiB record in one pane; a
+    # thousand values of at most 64 characters stay far below it.
+    max_distinct_exact: int = Field(
+        1000, ge=0, le=2000,
+        description="Distinct values counted exactly per pane; beyond, a HyperLogLog "
+        "estimate flagged in the result's `approximate`.",
+    )  # fmt: skip
 
 
 class CasesSettings(_Section):
@@ -118,6 +145,18 @@ class CasesSettings(_Section):
     closed_ttl_s: float = Field(
         86_400.0, ge=0, description="How long a closed case is remembered after it closed."
     )
+    # Open cases are otherwise kept for ever: a case whose closing event was lost, or a
+    # flood of made-up ids, would grow the book (and its changelog) without limit.
+    max_open_per_agency: int = Field(
+        100_000, ge=1,
+        description="Open cases kept per agency and partition; past it the least recently "
+        "updated goes (ioc_cases_evicted_total{reason=\"cap\"}).",
+    )  # fmt: skip
+    open_ttl_s: float = Field(
+        400 * 86_400.0, gt=0,
+        description="An open case without an event for this long in event time is "
+        "forgotten (ioc_cases_evicted_total{reason=\"expired\"}).",
+    )  # fmt: skip
 
 
 class RulesSettings(_Section):

@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from mode import Service
 
-from models.errors import DeliveryFailed
+from models.errors import DeliveryFailed, RecordTooLarge
 from streams.core import progress
-from streams.core.ingest import Rejected, dead_letter
+from streams.core.ingest import Rejected, dead_letter, dead_letter_key, internal_reason
 from streams.core.progress import Frontier
 from streams.worker.changelog import Checkpointer, Recovered, read_to_end
 from streams.worker.kafka import client_options
@@ -83,10 +84,17 @@ def merge_by_timestamp(
 
 
 class ProducerOutbox:
-    """An outbox on an aiokafka producer: sends are buffered, `flush` proves delivery."""
+    """An outbox on an aiokafka producer: sends are buffered, `flush` proves delivery.
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    A record over `max_record_bytes` is refused here (`RecordTooLarge`), before it is
+    buffered: the broker would refuse it anyway, and fail every record batched with it."""
+
+    #: What a record costs beyond its key, value and headers (Kafka's record framing).
+    OVERHEAD_BYTES = 128
+
+    def __init__(self, producer: AIOKafkaProducer, max_record_bytes: int = 1_000_000) -> None:
         self._producer = producer
+        self._limit = max_record_bytes - self.OVERHEAD_BYTES
         self._failure: BaseException | None = None
 
     def _check(self, future: asyncio.Future[Any]) -> None:
@@ -101,6 +109,14 @@ class ProducerOutbox:
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
+        size = (len(value) if value else 0) + (len(key) if key else 0)
+        if headers:
+            size += sum(len(name) + len(data) for name, data in headers)
+        if size > self._limit:
+            raise RecordTooLarge(
+                f"a record for {topic} would be {size} bytes; the limit is {self._limit} "
+                "(IOC_KAFKA__MAX_RECORD_BYTES)"
+            )
         pending = await self._producer.send(
             topic, value, key=key, partition=partition, headers=headers
         )
@@ -115,6 +131,82 @@ class ProducerOutbox:
         await self._producer.flush()
         if self._failure is not None:
             raise DeliveryFailed(f"a record could not be produced: {self._failure!r}")
+
+
+#: Failures that are not one record's: Kafka, the disk, the outbox. They stop the stage.
+NOT_THE_RECORD: tuple[type[BaseException], ...] = (KafkaError, DeliveryFailed, OSError)
+#: Seconds between two logged tracebacks of one stage's internal errors.
+LOG_EVERY_S = 10.0
+#: A stage whose every record has failed for this long is unhealthy in /health.
+FAILING_AFTER_S = 30.0
+
+
+class Isolation:
+    """Per-record isolation: `async with stage.isolated(record, family): …` around the
+    handling of one record. An exception from it dead-letters that record (`internal`,
+    or `too_large` for an output over the record limit) and the stage goes on; only
+    failures not tied to the record (`NOT_THE_RECORD`, cancellation) pass through and
+    stop the worker. One object per stage, re-armed per record: no allocation on the
+    hot path."""
+
+    __slots__ = ("_family", "_logged_at", "_record", "_stage", "_suppressed", "failing_since")
+
+    def __init__(self, stage: BatchStage) -> None:
+        self._stage = stage
+        self._record: Located | None = None
+        self._family = ""
+        self._logged_at = -LOG_EVERY_S
+        self._suppressed = 0
+        #: Monotonic time of the first failure since the last record handled well.
+        self.failing_since: float | None = None
+
+    def __call__(self, record: Located, family: str) -> Isolation:
+        self._record, self._family = record, family
+        return self
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: Any, exc: BaseException | None, traceback: Any) -> bool:
+        if exc is None:
+            self.failing_since = None
+            return False
+        too_large = isinstance(exc, RecordTooLarge | MessageSizeTooLargeError)
+        if not isinstance(exc, Exception) or (isinstance(exc, NOT_THE_RECORD) and not too_large):
+            return False
+        record, stage = self._record, self._stage
+        assert record is not None
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        if too_large:
+            reason = f"{stage.title}: an output of this record is too large: {exc}"
+            await stage.reject(record, "too_large", reason, family=self._family)
+            return True
+        self._log(exc)
+        await stage.reject(
+            record, "internal", internal_reason(exc, stage.title), family=self._family
+        )
+        return True
+
+    def _log(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._logged_at < LOG_EVERY_S:
+            self._suppressed += 1
+            return
+        record = self._record
+        assert record is not None
+        log.error(
+            "stage %s: internal error on %s[%d]@%d (dead-lettered; %d more since the last "
+            "report)", self._stage.title, record.topic, record.partition, record.offset,
+            self._suppressed, exc_info=exc,
+        )  # fmt: skip
+        self._logged_at, self._suppressed = now, 0
+
+    @property
+    def failing(self) -> bool:
+        """Every record has failed for `FAILING_AFTER_S`: busy, and achieving nothing."""
+        since = self.failing_since
+        return since is not None and time.monotonic() - since > FAILING_AFTER_S
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -183,6 +275,7 @@ class BatchStage(Service):
         self._producer: AIOKafkaProducer | None = None
         self._outbox: ProducerOutbox | None = None
         self._checkpointing = asyncio.Lock()
+        self.isolated = Isolation(self)
 
     @property
     def group(self) -> str:
@@ -234,10 +327,10 @@ class BatchStage(Service):
         self._producer = AIOKafkaProducer(
             **self.options, acks="all",
             linger_ms=kafka.linger_ms if self.linger_ms is None else self.linger_ms,
-            max_batch_size=kafka.max_batch_bytes,
+            max_batch_size=kafka.max_batch_bytes, max_request_size=kafka.max_record_bytes + 4096,
         )  # fmt: skip
         await self._producer.start()
-        self._outbox = ProducerOutbox(self._producer)
+        self._outbox = ProducerOutbox(self._producer, kafka.max_record_bytes)
         self._consumer = AIOKafkaConsumer(
             **self.options,
             group_id=self.group,
@@ -326,7 +419,13 @@ class BatchStage(Service):
         return merge_by_timestamp(batches)
 
     async def checkpoint(self) -> None:
-        """Save state, make every produced record durable, then commit the offsets."""
+        """Make every produced record durable, then save the state they came from, then
+        commit the offsets.
+
+        Outputs first: a checkpoint (its `@checkpoint` record) is durable only once every
+        output it covers is, so a crash between the two flushes restores the previous
+        checkpoint and produces those outputs again (their identities are deterministic)
+        rather than adopt a state whose outputs were lost."""
         async with self._checkpointing:
             started = time.perf_counter()
             offsets = {
@@ -334,11 +433,15 @@ class BatchStage(Service):
                 for tp, position in self.positions.items()
                 if self._committed.get(tp) != position
             }
+            await self.before_commit()
+            await self.outbox.flush()
+            saved = False
             for tp, position in self.positions.items():
                 for topic, partition, key, value in self.state_records(tp, position):
                     await self.outbox.send(topic, key, value, partition)
-            await self.before_commit()
-            await self.outbox.flush()
+                    saved = True
+            if saved:
+                await self.outbox.flush()
             if offsets:
                 await self.consumer.commit(offsets)
                 self._committed.update(offsets)
@@ -356,7 +459,7 @@ class BatchStage(Service):
             topic=record.topic, partition=record.partition, offset=record.offset,
             key=record.key, now=datetime.now(UTC),
         )  # fmt: skip
-        await self.outbox.send(DEADLETTER, record.key, letter)
+        await self.outbox.send(DEADLETTER, dead_letter_key(record.key), letter)
         self.metrics.deadletters.labels(self.title, error).inc()
 
     def lag(self) -> dict[TopicPartition, int]:

@@ -68,25 +68,29 @@ class CaseStage(ChangelogStage):
         book = self.books[tp]
         self._newest_ms[tp] = records[-1].timestamp
         for record in records:
-            if record.headers and is_progress(record.headers):
-                continue  # ingest's event-time progress: cases judge by the wall clock
-            if record.value is None:
-                # A tombstone: no bytes to decode, and none for the dead letter's `raw`.
-                await self.reject(
-                    record, "schema", "not a validated service event: null value", family="services"
-                )
-                continue
-            try:
-                book.apply(orjson.loads(record.value))
-            except (ValueError, KeyError, TypeError) as exc:
-                # Ingest wrote this topic, so only a foreign producer gets here (the
-                # JSON decode error is a ValueError too): reject the record, keep going.
-                await self.reject(
-                    record,
-                    "schema",
-                    f"not a validated service event: {_why(exc)}",
-                    family="services",
-                )
+            async with self.isolated(record, "services"):
+                if record.headers and is_progress(record.headers):
+                    continue  # ingest's event-time progress: cases judge by the wall clock
+                if record.value is None:
+                    # A tombstone: no bytes to decode, and none for the dead letter's `raw`.
+                    await self.reject(
+                        record,
+                        "schema",
+                        "not a validated service event: null value",
+                        family="services",
+                    )
+                    continue
+                try:
+                    book.apply(orjson.loads(record.value))
+                except (ValueError, KeyError, TypeError) as exc:
+                    # Ingest wrote this topic, so only a foreign producer gets here (the
+                    # JSON decode error is a ValueError too): reject the record, keep going.
+                    await self.reject(
+                        record,
+                        "schema",
+                        f"not a validated service event: {_why(exc)}",
+                        family="services",
+                    )
         self.metrics.case_events.inc(len(records))
 
     async def tick(self, now_ms: int) -> None:

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.families import FAMILY_NAMES, Family
 from streams.core import lineage
-from streams.core.ingest import RecentIds, dead_letter, process_message
+from streams.core.ingest import RecentIds, dead_letter, dead_letter_key, process_message
 from streams.core.progress import NEVER, Frontier, Heartbeat, Progress, SourceClock
 from streams.worker.metrics import Metrics
 from streams.worker.outbox import Outbox
@@ -75,7 +75,7 @@ class Ingestor:
                 rejected, stage=IngestStage.name, family=self.family, topic=topic,
                 partition=partition, offset=record.offset, key=record.key, now=now,
             )  # fmt: skip
-            await self.outbox.send(DEADLETTER, record.key, letter)
+            await self.outbox.send(DEADLETTER, dead_letter_key(record.key), letter)
             self.metrics.rejected.labels(self.family, rejected.error).inc()
             # BatchStage.reject counts a stage's dead letters; the Ingestor sends
             # through its own outbox, so it counts them itself, as the ingest stage's.
@@ -119,9 +119,10 @@ class IngestStage(BatchStage):
             await self.send_progress(now_ms, force=False)
         newest = NEVER
         for record in records:
-            sent = await ingestor.ingest(tp.topic, tp.partition, record, now)
-            if sent > newest:
-                newest = sent
+            async with self.isolated(record, ingestor.family):
+                sent = await ingestor.ingest(tp.topic, tp.partition, record, now)
+                if sent > newest:
+                    newest = sent
         if clock is None:
             return
         if newest != NEVER:

@@ -101,19 +101,20 @@ class SinkStage(BatchStage):
         )  # fmt: skip
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
-        batch: list[SinkRecord] = []
+        # One record per write: a record the sink cannot encode is dead-lettered alone
+        # (per-record isolation); the sink batches its requests itself.
         for record in records:
             if record.headers and is_progress(record.headers):
                 continue  # the window stage's event-time progress, for the rule router
-            decoded, reason = _decoded(record.value)
-            if decoded is None:
-                await self.reject(record, "schema", reason, family=self.title)
-                continue
-            batch.append(
-                SinkRecord(tp.topic, tp.partition, record.offset, record.key, record.value, decoded)
-            )
-        if batch:
-            await self.sink.write(batch)
+            async with self.isolated(record, self.title):
+                decoded, reason = _decoded(record.value)
+                if decoded is None:
+                    await self.reject(record, "schema", reason, family=self.title)
+                    continue
+                item = SinkRecord(
+                    tp.topic, tp.partition, record.offset, record.key, record.value, decoded
+                )
+                await self.sink.write([item])
 
     async def tick(self, now_ms: int) -> None:
         await self.sink.tick(now_ms)
