@@ -236,8 +236,8 @@ def _identifier(value: str) -> str:
         ):
             raise PydanticCustomError(
                 "identifier",
-                "contains the control or bidi character U+{code:04X}",
-                {"code": ord(char)},
+                "contains the control or bidi character {code}",
+                {"code": f"U+{ord(char):04X}"},
             )
     return value
 
