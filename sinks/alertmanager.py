@@ -430,14 +430,18 @@ class AlertmanagerSink:
         """Rebuild the states taken before a restart from `(record, produced at ms)`
         pairs of `ioc.alerts` that lie before the committed offsets (so they were
         acknowledged by the run before), in offset order per partition; before the
-        first `write`. Returns how many fingerprints are now held from them.
+        first `write`. May be called several times with consecutive parts of the
+        read-back (the stage does, so that it never holds the whole look-back).
+        Returns how many states it took from these records.
 
         The latest state per fingerprint wins as in `write`. It counts as taken when
         the record was produced: a firing state is re-sent at the next `tick`, a
         resolved one too while within `resolved_resend_s` of that, then remembered
-        against replays until `remember_s` after; older resolved ones are dropped.
-        Records that are not alerts are skipped (they were dead-lettered when read).
-        Never replaces a state already held of the same or a higher order.
+        against replays until `remember_s` after; older resolved ones are dropped
+        (with what they resolve). States are held from the least recently produced,
+        so that `max_alerts` forgets those first. Records that are not alerts are
+        skipped (they were dead-lettered when read). Never replaces a state already
+        held of the same or a higher order.
         """
         now_ms = self._clock()
         latest: dict[str, tuple[Alert, SinkRecord, int]] = {}
@@ -455,11 +459,15 @@ class AlertmanagerSink:
             latest[alert.fingerprint] = (alert, record, taken_ms)
         forget_after_ms = int((self.target.resolved_resend_s + self.remember_s) * 1000)
         restored = 0
-        for fingerprint, (alert, record, taken_ms) in latest.items():
-            if alert.state == "resolved" and now_ms - taken_ms > forget_after_ms:
-                continue  # `tick` would forget it at once
+        for fingerprint, (alert, record, taken_ms) in sorted(
+            latest.items(), key=lambda item: item[1][2]
+        ):
             held_entry = self._entries.get(fingerprint)
             if held_entry is not None and _order(alert) <= _order(held_entry.alert):
+                continue
+            if alert.state == "resolved" and now_ms - taken_ms > forget_after_ms:
+                # `tick` would forget it at once; an earlier part's state of it is over.
+                self._entries.pop(fingerprint, None)
                 continue
             # Acknowledged by the run before, at a time unknown: due at the next tick.
             self._entries.pop(fingerprint, None)
@@ -468,11 +476,6 @@ class AlertmanagerSink:
         self._evict()
         self.status.extra["restored"] = self.status.extra.get("restored", 0) + restored
         self._update_counts()
-        firing = sum(1 for entry in self._entries.values() if entry.alert.state == "firing")
-        log.info(
-            "alertmanager %s: restored %d alert states; %d firing held",
-            self.name, restored, firing,
-        )  # fmt: skip
         return restored
 
     # -- helpers -------------------------------------------------------------------

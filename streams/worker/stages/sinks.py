@@ -11,15 +11,18 @@ sinks write idempotently. A record the server refuses for good goes to
 A sink that keeps state across records (Alertmanager: the alerts it keeps alive) is
 `Restorable`: before the first batch of newly assigned partitions, the stage reads
 its topic back over the sink's look-back, up to the group's committed offsets (what
-comes after is the stage's own to read), and hands the records to `restore`.
+comes after is the stage's own to read), and hands the records to `restore`, one
+fetch at a time: the stage never holds the whole look-back, and the sink bounds its
+own state (Alertmanager: `max_alerts`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import orjson
@@ -54,7 +57,9 @@ class Restorable(Protocol):
         ...
 
     def restore(self, records: Iterable[tuple[SinkRecord, int]]) -> int:
-        """Take `(record, record timestamp ms)` pairs in offset order per partition."""
+        """Take `(record, record timestamp ms)` pairs in offset order per partition;
+        called once per fetch of the read-back, consecutive parts in order. Returns
+        how many states it took."""
         ...
 
 
@@ -87,17 +92,21 @@ class SinkStage(BatchStage):
         if not ends:
             return
         since_ms = int(time.time() * 1000) - sink.lookback_ms
-        records = await read_back(self.options, ends, since_ms)
-        pairs = [
-            (SinkRecord(tp.topic, tp.partition, r.offset, r.key, r.value, decoded), r.timestamp)
-            for tp, partition_records in records.items()
-            for r in partition_records
-            if not is_progress(r.headers) and (decoded := _decoded(r.value)[0]) is not None
-        ]
-        sink.restore(pairs)
+        read = restored = 0
+        # Part by part, so that memory holds one fetch and the sink's own bounded
+        # state, not the whole look-back (a day of alerts in a flood is 100,000s).
+        async with contextlib.aclosing(read_back(self.options, ends, since_ms)) as parts:
+            async for part in parts:
+                read += len(part)
+                restored += sink.restore([
+                    (SinkRecord(tp.topic, tp.partition, r.offset, r.key, r.value, decoded),
+                     r.timestamp)
+                    for tp, r in part
+                    if not is_progress(r.headers) and (decoded := _decoded(r.value)[0]) is not None
+                ])  # fmt: skip
         log.info(
-            "sink %s: read back %d records of %d partitions to restore its state",
-            sink.name, sum(map(len, records.values())), len(ends),
+            "sink %s: read back %d records of %d partitions, %d states restored",
+            sink.name, read, len(ends), restored,
         )  # fmt: skip
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
@@ -150,12 +159,14 @@ def _decoded(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
 
 async def read_back(
     options: dict[str, Any], ends: dict[TopicPartition, int], since_ms: int
-) -> dict[TopicPartition, list[Any]]:
+) -> AsyncGenerator[list[tuple[TopicPartition, Any]], None]:
     """The records of each partition from the first with a timestamp at or after
     `since_ms` (`offsets_for_times`; from the beginning if the broker cannot answer)
-    up to, not including, its end offset in `ends`. A partition also ends at the high
-    watermark of the fetch responses (not ListOffsets, which Tansu answers wrongly:
-    docs/BROKERS.md), e.g. when the log was lost under a committed offset."""
+    up to, not including, its end offset in `ends`, one fetch at a time (in offset
+    order per partition; close it with `contextlib.aclosing`). A partition also ends
+    at the high watermark of the fetch responses (not ListOffsets, which Tansu
+    answers wrongly: docs/BROKERS.md), e.g. when the log was lost under a committed
+    offset."""
     consumer = AIOKafkaConsumer(
         **options,
         enable_auto_commit=False,
@@ -178,7 +189,6 @@ async def read_back(
                     remaining.discard(tp)
                 else:
                     consumer.seek(tp, found.offset)
-        records: dict[TopicPartition, list[Any]] = {tp: [] for tp in ends}
         idle = dict.fromkeys(remaining, 0)
         while remaining:
             for tp in list(remaining):
@@ -187,9 +197,10 @@ async def read_back(
             if not remaining:
                 break
             batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=10_000)
+            part: list[tuple[TopicPartition, Any]] = []
             for tp in list(remaining):
                 fetched = batches.get(tp, [])
-                records[tp] += [r for r in fetched if r.offset < ends[tp]]
+                part += [(tp, r) for r in fetched if r.offset < ends[tp]]
                 idle[tp] = 0 if fetched else idle[tp] + 1
                 highwater = consumer.highwater(tp)
                 position = await consumer.position(tp)
@@ -200,6 +211,7 @@ async def read_back(
                         "reading back %s stopped at %d, short of %d", tp, position, ends[tp]
                     )
                     remaining.discard(tp)
-        return records
+            if part:
+                yield part
     finally:
         await consumer.stop()

@@ -126,3 +126,38 @@ def test_lookback_covers_what_a_resolved_state_is_remembered_for() -> None:
     assert sink(post, Clock()).lookback_ms == 86_400_000
     am = sink(post, Clock(), remember_s=90_000.0, resolved_resend_s=300.0)
     assert am.lookback_ms == 90_300_000
+
+
+async def test_restoring_part_by_part_ends_as_restoring_at_once() -> None:
+    a, b = "10.0.0.1", "10.0.0.2"
+    records = [
+        (record(alert(source__ip=a, starts_at_ms=T0), 1), T0),  # a fired long ago …
+        (record(alert(source__ip=b), 2), NOW - 9 * MIN),
+        # … and resolved long ago: a later part's resolution ends the firing state held.
+        (record(alert("resolved", ends_at_ms=T0 + MIN, source__ip=a), 3), T0 + MIN),
+        (record(alert("resolved", ends_at_ms=NOW - 3 * MIN, source__ip=b), 4), NOW - 3 * MIN),
+    ]
+    whole, parts = ScriptedPost(), ScriptedPost()
+    at_once = sink(whole, Clock(), resolved_resend_s=300, remember_s=60)
+    in_parts = sink(parts, Clock(), resolved_resend_s=300, remember_s=60)
+    at_once.restore(records)
+    in_parts.restore(records[:2])
+    in_parts.restore(records[2:])
+    assert at_once.status.extra["alerts"] == in_parts.status.extra["alerts"] == 1
+    await at_once.tick(NOW)
+    await in_parts.tick(NOW)
+    assert whole.calls[0][1] == parts.calls[0][1]
+    assert list(sent(parts)) == [b]
+
+
+def test_restore_holds_the_least_recently_produced_first_for_the_bound() -> None:
+    am = sink(ScriptedPost(), Clock(), max_alerts=2)
+    # Offset order per partition is not time order across partitions.
+    am.restore([
+        (record(alert(source__ip="new"), 1), NOW - MIN),
+        (record(alert(source__ip="old"), 2), NOW - 20 * MIN),
+        (record(alert(source__ip="mid"), 3), NOW - 10 * MIN),
+    ])  # fmt: skip
+    assert am.status.evicted == 1
+    kept = {entry.alert.labels["source.ip"] for entry in am._entries.values()}
+    assert kept == {"new", "mid"}
