@@ -116,7 +116,8 @@ class AiohttpPost:
         except (aiohttp.ClientError, TimeoutError) as exc:
             # aiohttp's messages name the URL (InvalidURL, ClientResponseError).
             message = redact_text(f"{type(exc).__name__}: {exc}".rstrip(": "), url)
-            raise TransientError(message) from exc
+            # Not chained: a logged traceback would print the cause, URL and all.
+            raise TransientError(message) from None
 
 
 async def deliver(

@@ -11,7 +11,7 @@ as configured. The one rule, `redact_url`:
     https://user:pass@hooks.example:8443/services/T000/B000/XXXX?token=abc&x=1#f
     → https://***@hooks.example:8443/services/***/***/***?token=***&x=***
 
-`redact_text` applies it to every http(s) URL inside a free text (an exception
+`redact_text` applies it to every URL (`scheme://…`) inside a free text (an exception
 message, a server's answer), and, given the URLs the text is about, also hides their
 secret pieces where they appear without the URL around them (a server that echoes
 the path of the request). Pieces shorter than `MIN_SECRET_CHARS` are left: no token
@@ -30,8 +30,9 @@ MASK: Final = "***"
 #: Secret pieces shorter than this are not searched for in free text.
 MIN_SECRET_CHARS: Final = 6
 
-# Up to whitespace, a quote or a closing bracket: how URLs end inside messages.
-_URL = re.compile(r"""https?://[^\s'"<>()\[\]{}]+""", re.IGNORECASE)
+# Any scheme (aiohttp names an `ftp://user:pass@…` it refuses), up to whitespace, a
+# quote or a bracket: how URLs end inside messages.
+_URL = re.compile(r"""\b[a-z][a-z0-9+.-]*://[^\s'"<>()\[\]{}]+""", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -73,7 +74,7 @@ def _secrets(url: str) -> set[str]:
 
 
 def redact_text(text: str, *urls: str) -> str:
-    """`text` with every http(s) URL in it redacted, and the secret pieces of `urls`
+    """`text` with every URL in it redacted, and the secret pieces of `urls`
     hidden wherever else they appear."""
     text = _URL.sub(lambda match: redact_url(match.group()), text)
     # Longest first, so that a piece containing another is hidden whole.

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from models.errors import TransientError
+from sinks.http import AiohttpPost
 from sinks.redaction import redact_text, redact_url
 
 
@@ -49,3 +51,24 @@ def test_redact_text_hides_the_pieces_of_the_given_urls_echoed_without_them() ->
     # Short pieces (`ms`) stay: no token is that short, and the text stays readable.
     assert redact_text(text, url) == "no hook *** for token *** at precision ms"
     assert redact_text("HTTP 400: bad", url) == "HTTP 400: bad"
+
+
+def test_any_scheme_in_a_text_is_a_url() -> None:
+    assert redact_text("NonHttpUrlClientError: ftp://u:pw@x/a/b") == (
+        "NonHttpUrlClientError: ftp://***@x/a/***"
+    )
+
+
+async def test_aiohttp_errors_name_the_url_redacted_and_unchained() -> None:
+    post = AiohttpPost(timeout_s=1.0)
+    await post.open()
+    try:
+        # Refused by aiohttp before any connection: an invalid port.
+        with pytest.raises(TransientError) as raised:
+            await post("http://hooks.example:99999/services/T000/SECRETTOKEN?token=abcdef", b"", {})
+    finally:
+        await post.close()
+    message = str(raised.value)
+    assert message.startswith("InvalidUrlClientError")
+    assert "SECRETTOKEN" not in message and "abcdef" not in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
