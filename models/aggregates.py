@@ -9,6 +9,7 @@ An aggregates file is YAML with one top-level key, `aggregates`, a list of:
         type: AirQualityObserved
         pm25: {gte: 0, lt: 1000}      # eq ne in not_in gt gte lt lte exists
       group_by: [refDevice, areaServed]   # [] = one global group
+      missing_group: unknown          # or reject: an event without a group_by field
       values: [pm25, pm10]            # [] for count-only aggregates
       statistics: [count, mean, max]  # count sum min max mean last distinct p50 p90 p95 p99
       window: {size: 5m, step: 1m, grace: 30s, offset: -7h}
@@ -21,6 +22,11 @@ a filter that pins the model restricts the paths to that model's fields.
 
 Filters on a list-valued field (ECS `event.category`) test membership: `eq`/`in` mean
 "contains"; grouping by such a field puts the event in one group per element.
+
+An event without a value for a group_by field (absent, null, an object, an empty
+list) is grouped under the value `"unknown"` for that field (`missing_group:
+unknown`, the default), or dead-lettered as `schema` with a reason naming the field
+(`missing_group: reject`, which then keeps the event out of every aggregate).
 
 Windows start at `offset + k * step` ms since the epoch (`step` = `size` when absent:
 tumbling). `offset: -7h` aligns daily windows to midnight in Việt Nam (UTC+7).
@@ -66,6 +72,7 @@ __all__ = [
     "STATISTICS",
     "Aggregate",
     "Emit",
+    "MissingGroup",
     "Statistic",
     "Window",
     "check_fields",
@@ -77,6 +84,9 @@ Statistic = Literal[
     "count", "sum", "min", "max", "mean", "last", "distinct", "p50", "p90", "p95", "p99"
 ]
 STATISTICS: tuple[str, ...] = get_args(Statistic)
+#: What an event without a value for a group_by field does: joins the group "unknown"
+#: for that field, or is dead-lettered (streams.core.windows.engine).
+MissingGroup = Literal["unknown", "reject"]
 PERCENTILES: dict[str, float] = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 #: Statistics that need numbers (a boolean counts as 1/0: the mean of a flag is a share).
 NUMERIC_STATISTICS = frozenset({"sum", "min", "max", "mean", *PERCENTILES})
@@ -161,6 +171,7 @@ class Aggregate(_Config):
     description: StrictStr | None = None
     filter: dict[StrictStr, Condition] = Field(default_factory=dict)
     group_by: tuple[StrictStr, ...] = ()
+    missing_group: MissingGroup = "unknown"
     values: tuple[StrictStr, ...] = ()
     statistics: Annotated[
         tuple[Annotated[Statistic, BeforeValidator(_statistic)], ...], Field(min_length=1)
@@ -189,7 +200,12 @@ class Aggregate(_Config):
 
     def fingerprint(self) -> str:
         """Changes with anything that decides the figures (not description or emit)."""
-        decisive = self.model_dump(mode="json", by_alias=True, exclude={"description", "emit"})
+        ignored = {"description", "emit"}
+        if self.missing_group == "unknown":
+            # The default adds groups but changes none that existed before it did:
+            # the state of a worker from before the setting stays valid.
+            ignored.add("missing_group")
+        decisive = self.model_dump(mode="json", by_alias=True, exclude=ignored)
         digest = hashlib.blake2b(orjson.dumps(decisive, option=orjson.OPT_SORT_KEYS), digest_size=4)
         return digest.hexdigest()
 

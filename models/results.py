@@ -43,6 +43,11 @@ class WindowResult:
       and `_distinct`). `_mean` of a boolean is the share of true.
       `_p50/_p90/_p95/_p99` are estimates within 1 % relative error (see
       streams.core.windows.statistics).
+    - `approximate`: the statistics that are estimates beyond their stated accuracy:
+      `<value>_distinct` once a pane (or merged window) of the group held more than
+      IOC_WINDOWS__MAX_DISTINCT_EXACT distinct values and became a HyperLogLog sketch
+      (about 1.6 % standard error). Written only when not empty; percentiles, always
+      estimates, are not listed.
     - `final`: false for a running update of a still open window, true for the one
       final result sent when the window closes. Running updates and the final share
       the identity, so a compacted topic keeps the final.
@@ -66,6 +71,7 @@ class WindowResult:
     statistics: dict[str, Any]
     count: int
     final: bool
+    approximate: tuple[str, ...] = ()
 
     @property
     def identity(self) -> str:
@@ -73,21 +79,22 @@ class WindowResult:
         return f"{self.aggregate}|{group}|{self.window_start}"
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "identity": self.identity,
-                "aggregate": self.aggregate,
-                "family": self.family,
-                "group": self.group,
-                "window_start": rfc3339(self.window_start),
-                "window_end": rfc3339(self.window_end),
-                "window_start_ms": self.window_start,
-                "window_end_ms": self.window_end,
-                "count": self.count,
-                "final": self.final,
-                "statistics": self.statistics,
-            }
-        )
+        record = {
+            "identity": self.identity,
+            "aggregate": self.aggregate,
+            "family": self.family,
+            "group": self.group,
+            "window_start": rfc3339(self.window_start),
+            "window_end": rfc3339(self.window_end),
+            "window_start_ms": self.window_start,
+            "window_end_ms": self.window_end,
+            "count": self.count,
+            "final": self.final,
+            "statistics": self.statistics,
+        }
+        if self.approximate:
+            record["approximate"] = list(self.approximate)
+        return orjson.dumps(record)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> WindowResult:
@@ -101,4 +108,5 @@ class WindowResult:
             statistics=record["statistics"],
             count=record["count"],
             final=record["final"],
+            approximate=tuple(record.get("approximate", ())),
         )

@@ -21,6 +21,21 @@ good. A closed case is therefore remembered for `closed_ttl_ms` (event time of t
 closing event against the `now_ms` given to `expire`) and dropped after that;
 `closed_ttl_ms=0` drops it at once.
 
+Open cases are bounded too, or a lost closing event, a flood of made-up ids or
+years of traffic would grow the book (and its changelog) without limit:
+
+- an open case without an event for `open_ttl_ms` of event time (against the newest
+  `occurred_at` the book has taken, never later than `now_ms`: one event dated far
+  ahead does not expire every case) is forgotten at `expire`;
+- when an agency has more than `max_open_per_agency` open cases in the book, its
+  oldest by `occurred_at` of their latest event go, 1 % of the bound at once (so
+  that a flood costs one scan per hundredth of the bound, not per event), ties
+  broken by kind and id: the same input evicts the same cases.
+
+Both are counted by reason (`take_evicted`: "expired", "cap"), and a forgotten case
+is tombstoned in the changelog like a dropped closed one; an event for it later opens
+it afresh.
+
 State goes to a changelog (streams.worker.changelog) as one record per case:
 key `"<kind>:<id>"`, value JSON `[agency, status, occurred_ms, due_ms]`, and None
 (a tombstone) once the case is dropped. `take_dirty` gives what changed since the
@@ -36,6 +51,7 @@ records of one interval.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +65,10 @@ from models.timefmt import rfc3339_ms
 __all__ = ["DAY_MS", "FINAL", "Backlog", "BacklogReporter", "CaseBook"]
 
 DAY_MS = 24 * 3600 * 1000
+#: Defaults of the bounds on open cases (IOC_CASES__MAX_OPEN_PER_AGENCY, _OPEN_TTL_S).
+MAX_OPEN_PER_AGENCY = 100_000
+OPEN_TTL_MS = 400 * DAY_MS
+_NEVER = -(1 << 62)
 
 #: Statuses per kind, in the order that breaks ties between events of the same
 #: millisecond (later wins); final statuses come last.
@@ -120,14 +140,28 @@ def _text(value: Any, field: str) -> str:
 class CaseBook:
     """The cases of one input partition: what is open, by whom, and since when."""
 
-    def __init__(self, closed_ttl_ms: int = DAY_MS) -> None:
+    def __init__(
+        self,
+        closed_ttl_ms: int = DAY_MS,
+        *,
+        max_open_per_agency: int = MAX_OPEN_PER_AGENCY,
+        open_ttl_ms: int = OPEN_TTL_MS,
+    ) -> None:
         if closed_ttl_ms < 0:
             raise ValueError(f"closed_ttl_ms must be >= 0 (got {closed_ttl_ms})")
+        if max_open_per_agency < 1 or open_ttl_ms <= 0:
+            raise ValueError("max_open_per_agency must be >= 1 and open_ttl_ms > 0")
         self.closed_ttl_ms = closed_ttl_ms
+        self.max_open_per_agency = max_open_per_agency
+        self.open_ttl_ms = open_ttl_ms
         self._cases: dict[str, dict[str, _Case]] = {kind: {} for kind in _ORDER}
         self._open = 0
         self._dirty: dict[tuple[str, str], None] = {}  # an ordered set
         self._agencies: dict[str, str] = {}  # one str object per agency code
+        # agency → kind → ids of its open cases: what the cap counts and evicts from.
+        self._open_ids: dict[str, dict[str, set[str]]] = {}
+        self._newest_ms = _NEVER  # the newest occurred_at taken: event time's "now"
+        self._evicted = {"expired": 0, "cap": 0}
 
     def __len__(self) -> int:
         """The number of open cases."""
@@ -159,43 +193,95 @@ class CaseBook:
             return False  # older than what set the case, or the same event again
         final = status in FINAL[kind]
         was_open = current is not None and current.status not in FINAL[kind]
-        if final and self.closed_ttl_ms == 0:
-            if current is None:
-                return False
-            del cases[case_id]
-        else:
+        drop = final and self.closed_ttl_ms == 0
+        if drop and current is None:
+            return False
+        if not drop:
             due = event.get("due_at")
             if due is None and not final:
                 raise ValueError(f"due_at: required for an open {kind} (status {status!r})")
             due_ms = None if due is None else _epoch_ms(due, "due_at")
             agency = _text(event["agency"], "agency")
             agency = self._agencies.setdefault(agency, agency)
-            if current is None:
-                cases[case_id] = _Case(agency, _STATUS[status], occurred_ms, due_ms)
-            else:
-                current.agency, current.status = agency, _STATUS[status]
-                current.occurred_ms, current.due_ms = occurred_ms, due_ms
+        # The event is valid: only from here on does the book change.
+        if was_open:
+            assert current is not None
+            self._open_ids[current.agency][kind].discard(case_id)
+        if occurred_ms > self._newest_ms:
+            self._newest_ms = occurred_ms
+        if drop:
+            del cases[case_id]
+        elif current is None:
+            cases[case_id] = _Case(agency, _STATUS[status], occurred_ms, due_ms)
+        else:
+            current.agency, current.status = agency, _STATUS[status]
+            current.occurred_ms, current.due_ms = occurred_ms, due_ms
         self._open += int(not final) - int(was_open)
         self._dirty[kind, case_id] = None
+        if not final:
+            ids = self._ids(agency)
+            ids[kind].add(case_id)
+            if len(ids["dossier"]) + len(ids["feedback"]) > self.max_open_per_agency:
+                self._evict_oldest(ids)
         return True
 
-    def expire(self, now_ms: int) -> int:
-        """Drop closed cases whose closing event is `closed_ttl_ms` older than now_ms.
+    def _ids(self, agency: str) -> dict[str, set[str]]:
+        ids = self._open_ids.get(agency)
+        if ids is None:
+            ids = self._open_ids[agency] = {kind: set() for kind in _ORDER}
+        return ids
 
-        Call it from the stage's periodic tick; returns how many were dropped.
+    def _forget_open(self, kind: str, case_id: str, reason: str) -> None:
+        case = self._cases[kind].pop(case_id)
+        self._open_ids[case.agency][kind].discard(case_id)
+        self._open -= 1
+        self._dirty[kind, case_id] = None
+        self._evicted[reason] += 1
+
+    def _evict_oldest(self, ids: dict[str, set[str]]) -> None:
+        """An agency past the cap: its oldest open cases go, 1 % of the cap at once."""
+        cases = self._cases
+        candidates = (
+            (cases[kind][case_id].occurred_ms, kind, case_id)
+            for kind, open_ids in ids.items()
+            for case_id in open_ids
+        )
+        over = sum(map(len, ids.values())) - self.max_open_per_agency
+        for _, kind, case_id in heapq.nsmallest(
+            max(over, self.max_open_per_agency // 100), candidates
+        ):
+            self._forget_open(kind, case_id, "cap")
+
+    def take_evicted(self) -> dict[str, int]:
+        """Open cases forgotten since the last call, by reason ("expired", "cap")."""
+        evicted, self._evicted = self._evicted, {"expired": 0, "cap": 0}
+        return evicted
+
+    def expire(self, now_ms: int) -> int:
+        """Drop closed cases whose closing event is `closed_ttl_ms` older than now_ms,
+        and open ones without an event for `open_ttl_ms` of event time.
+
+        Call it from the stage's periodic tick; returns how many closed cases were
+        dropped (open ones are counted in `take_evicted`).
         """
         horizon = now_ms - self.closed_ttl_ms
+        open_horizon = min(self._newest_ms, now_ms) - self.open_ttl_ms
         dropped = 0
         for kind, cases in self._cases.items():
             final = FINAL[kind]
-            expired = [
-                case_id
-                for case_id, case in cases.items()
-                if case.status in final and case.occurred_ms < horizon
-            ]
+            expired = []
+            stale = []
+            for case_id, case in cases.items():
+                if case.status in final:
+                    if case.occurred_ms < horizon:
+                        expired.append(case_id)
+                elif case.occurred_ms < open_horizon:
+                    stale.append(case_id)
             for case_id in expired:
                 del cases[case_id]
                 self._dirty[kind, case_id] = None
+            for case_id in stale:
+                self._forget_open(kind, case_id, "expired")
             dropped += len(expired)
         return dropped
 
@@ -249,6 +335,7 @@ class CaseBook:
             old = cases.pop(case_id, None)
             if old is not None and old.status not in FINAL[kind]:
                 self._open -= 1
+                self._open_ids[old.agency][kind].discard(case_id)
             if payload is None:
                 continue
             agency, status, occurred_ms, due_ms = orjson.loads(payload)
@@ -256,8 +343,10 @@ class CaseBook:
                 raise ValueError(f"changelog {key!r}: {status!r} is not a {kind} status")
             agency = self._agencies.setdefault(agency, agency)
             cases[case_id] = _Case(agency, _STATUS[status], occurred_ms, due_ms)
+            self._newest_ms = max(self._newest_ms, occurred_ms)
             if status not in FINAL[kind]:
                 self._open += 1
+                self._ids(agency)[kind].add(case_id)
 
 
 class BacklogReporter:

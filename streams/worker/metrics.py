@@ -115,6 +115,19 @@ class Metrics:
             "ioc_cases_open", "Open cases in this worker's partitions at the last report.",
             registry=self.registry,
         )  # fmt: skip
+        self.cases_evicted = Counter(
+            "ioc_cases_evicted",
+            "Open cases forgotten, by reason: `cap` (the agency had IOC_CASES__"
+            "MAX_OPEN_PER_AGENCY in the partition), `expired` (no event for "
+            "IOC_CASES__OPEN_TTL_S of event time).",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
+        self.window_values_skipped = Counter(
+            "ioc_windows_values_skipped",
+            "Values left out of an aggregate because adding them would have made a sum "
+            "(and the mean) non-finite, by aggregate.",
+            ["aggregate"], registry=self.registry,
+        )  # fmt: skip
         self.rule_inputs = Counter(
             "ioc_rules_inputs", "Rule inputs routed to <app>-rules-inputs, by rule.",
             ["rule"], registry=self.registry,

@@ -32,6 +32,14 @@ fingerprint changes with the aggregate's definition; state of a definition that 
 longer exists is tombstoned after `restore`. Changes pile up until `take_dirty` takes
 them, so a stage must call it at every checkpoint.
 
+Event times outside what a window bound can be written as (a few days inside years 1
+to 9999, so that every window's start and end is an RFC 3339 time) raise
+EventTimeError, as an unreadable time does: the stage dead-letters the record.
+
+An event without a group_by field joins the group "unknown" of that field, unless its
+aggregate says `missing_group: reject`: then `process` raises GroupFieldMissing before
+the event changes any aggregate, so that the dead letter is the whole story.
+
 Accumulators live in dicts, or with `store=` in RocksDB behind a RAM cache
 (streams.core.windows.store): the same keys and payloads as the changelog, written back at
 each `take_dirty`; the deadline index and watermarks stay in RAM either way.
@@ -47,11 +55,12 @@ from typing import Any, Final
 import orjson
 
 from models.aggregates import Aggregate
-from models.errors import EventTimeError
+from models.errors import EventTimeError, GroupFieldMissing
 from models.families import DISCRIMINATORS, TIME_FIELDS
 from models.results import WindowResult
 from streams.core.progress import NEVER, Frontier, Progress
-from streams.core.windows.plan import MISSING, Plan, event_time_ms
+from streams.core.windows.plan import MISSING, TIME_RANGE_MS, Plan, event_time_ms
+from streams.core.windows.statistics import MAX_DISTINCT_EXACT
 from streams.core.windows.store import PaneKey, PaneStore, RocksPartition, RocksStores
 
 __all__ = ["WATERMARK_KEY", "LateEvent", "Output", "WindowEngine"]
@@ -59,6 +68,7 @@ __all__ = ["WATERMARK_KEY", "LateEvent", "Output", "WindowEngine"]
 #: The state key of a partition's watermark and activity clock.
 WATERMARK_KEY: Final = "@watermark"
 _NEVER: Final = -(1 << 62)  # the watermark of a partition that has seen no event
+_DAY_MS: Final = 86_400_000
 
 Event = dict[str, Any]
 
@@ -91,11 +101,13 @@ def _fast(plan: Plan) -> _Fast:
 class _Family:
     """The aggregates of one family, dispatched on `type`/`kind` when they pin it."""
 
-    __slots__ = ("always", "by_value", "field", "time_field")
+    __slots__ = ("always", "by_value", "field", "strict", "time_field")
 
     def __init__(self, family: str, plans: list[Plan]) -> None:
         self.time_field = TIME_FIELDS[family]
         self.field = DISCRIMINATORS.get(family)
+        #: Whether some plan dead-letters events without a group field.
+        self.strict = any(plan.rejects_missing for plan in plans)
         self.always = [_fast(plan) for plan in plans if plan.dispatch is None]
         values = {value for plan in plans if plan.dispatch for value in plan.dispatch}
         # Declaration order within each list, so results come out in a stable order.
@@ -173,6 +185,8 @@ class WindowEngine:
     Not thread-safe; one engine per stage task. All times are int epoch milliseconds.
     `store`: None keeps accumulators in dicts; `RocksStores` spills them to RocksDB
     (streams.core.windows.store), and `close` deletes the engine's databases.
+    `max_distinct_exact`: distinct values counted exactly per pane before a sketch
+    takes over (streams.core.windows.statistics).
     """
 
     def __init__(
@@ -182,6 +196,7 @@ class WindowEngine:
         allowed_lateness_ms: int = 0,
         idle_timeout_ms: int = 30_000,
         store: RocksStores | None = None,
+        max_distinct_exact: int = MAX_DISTINCT_EXACT,
     ) -> None:
         if allowed_lateness_ms < 0 or idle_timeout_ms <= 0:
             raise ValueError("allowed_lateness_ms must be >= 0 and idle_timeout_ms > 0")
@@ -190,7 +205,15 @@ class WindowEngine:
             raise ValueError("aggregate names must be unique")
         self.allowed_lateness_ms = allowed_lateness_ms
         self.idle_timeout_ms = idle_timeout_ms
-        self._plans = [Plan(index, aggregate) for index, aggregate in enumerate(aggregates)]
+        self._plans = [
+            Plan(index, aggregate, max_distinct_exact=max_distinct_exact)
+            for index, aggregate in enumerate(aggregates)
+        ]
+        # Every window of an event inside this range starts and ends inside the range
+        # of a datetime (a day to spare for offsets), so its bounds can be written.
+        margin = max((plan.size for plan in self._plans), default=0) + _DAY_MS
+        self._earliest_ms = TIME_RANGE_MS[0] + margin
+        self._latest_ms = TIME_RANGE_MS[1] - margin
         self._store = store
         self._codecs = [_Codec(plan) for plan in self._plans]
         self._by_prefix = {plan.state_prefix: plan for plan in self._plans}
@@ -213,7 +236,10 @@ class WindowEngine:
         An event late for several aggregates (or exploded groups) gives one LateEvent
         each: dead-letter the record once. `now_ms` is the wall clock, used only to tell
         when the partition goes idle. Raises EventTimeError when the event carries no
-        readable event time (dead-letter it as `schema`).
+        readable event time, or one too close to year 1 or 9999 for its windows'
+        bounds; GroupFieldMissing when it lacks a group field of an aggregate with
+        `missing_group: reject` (dead-letter either as `schema`; the event changed
+        nothing).
         """
         for family in self._families:
             raw = event.get(family.time_field)
@@ -225,6 +251,13 @@ class WindowEngine:
             fields = " or ".join(f.time_field for f in self._families)
             raise EventTimeError(f"event has no event time ({fields})")
         t = event_time_ms(raw)
+        if not self._earliest_ms <= t <= self._latest_ms:
+            raise EventTimeError(
+                f"{family.time_field}: {str(raw)[:40]!r} is outside the times windows can"
+                " represent (a few days inside years 1 to 9999)"
+            )
+        if family.strict:
+            self._check_groups(family, event)
         p = self._partitions.get(partition)
         if p is None:
             p = self._partitions[partition] = self._new_partition(partition)
@@ -281,6 +314,24 @@ class WindowEngine:
                 p.watermark = target
         p.watermark_active = p.watermark
         return out
+
+    @staticmethod
+    def _check_groups(family: _Family, event: Event) -> None:
+        """Raise GroupFieldMissing if an aggregate with `missing_group: reject` that the
+        event matches lacks one of its group fields; before any state changes."""
+        for plan, match, *_ in family.plans(event):
+            if not plan.rejects_missing or (match is not None and not match(event)):
+                continue
+            path = plan.missing_field(event)
+            if path is not None:
+                raise GroupFieldMissing(
+                    f"{path}: missing; aggregate {plan.name} groups by it (missing_group: reject)"
+                )
+
+    def skipped_values(self) -> dict[str, int]:
+        """Per aggregate, values left out so far because they would have made a sum
+        non-finite (streams.core.windows.statistics)."""
+        return {plan.name: plan.layout.skipped for plan in self._plans}
 
     def observe_progress(self, partition: str, frontiers: list[Frontier]) -> list[WindowResult]:
         """A progress record read on the partition: the finals its sources' frontier
@@ -430,6 +481,7 @@ class WindowEngine:
             statistics=plan.layout.report(acc),
             count=acc[0],
             final=final,
+            approximate=plan.layout.estimated(acc),
         )
 
     # -- the wall clock ------------------------------------------------------------------

@@ -18,10 +18,12 @@ from models.errors import EventTimeError
 from models.families import DISCRIMINATORS
 from models.fields import Condition
 from models.timefmt import rfc3339_ms
-from streams.core.windows.statistics import Layout
+from streams.core.windows.statistics import MAX_DISTINCT_EXACT, Layout
 
 __all__ = [
     "MISSING",
+    "TIME_RANGE_MS",
+    "UNKNOWN",
     "Plan",
     "event_time_ms",
     "getter",
@@ -29,8 +31,14 @@ __all__ = [
     "matcher",
 ]
 
-#: A group key when a group_by field is absent: the event is skipped for the aggregate.
+#: A group key when a group_by field is absent and the aggregate says
+#: `missing_group: reject`: the engine dead-letters the event.
 MISSING: Final = object()
+#: The group value of an absent group_by field (`missing_group: unknown`, the default).
+UNKNOWN: Final = "unknown"
+#: Epoch ms of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z: the times a datetime,
+#: and so an RFC 3339 window bound, can hold.
+TIME_RANGE_MS: Final = (-62_135_596_800_000, 253_402_300_799_999)
 #: Bumped when the accumulator layout changes, so that old changelog state is not misread.
 LAYOUT_VERSION: Final = 1
 
@@ -165,9 +173,29 @@ def _elements(value: list[Any]) -> list[Any]:
     return list(dict.fromkeys(v for v in value if v is not None and type(v) is not dict))
 
 
-def key_function(group_by: tuple[str, ...]) -> Callable[[Event], Any]:
-    """Event → group key (MISSING if a field is absent), or a list of keys when a field
-    holds a list (ECS event.category): one group per element."""
+def _absent(value: Any) -> bool:
+    """No group value: absent, an object, or a list without a usable element."""
+    return value is None or type(value) is dict or (type(value) is list and not _elements(value))
+
+
+def missing_field(group_by: tuple[str, ...]) -> Callable[[Event], str | None]:
+    """Event → the first group_by path it has no group value for, None if it has all."""
+    getters = [(path, getter(path)) for path in group_by]
+
+    def first_missing(event: Event) -> str | None:
+        for path, get in getters:
+            if _absent(get(event)):
+                return path
+        return None
+
+    return first_missing
+
+
+def key_function(group_by: tuple[str, ...], missing: Any = UNKNOWN) -> Callable[[Event], Any]:
+    """Event → group key, or a list of keys when a field holds a list (ECS
+    event.category): one group per element. An absent field (or an object, or a list
+    of nothing usable) has the value `missing`; MISSING instead makes the whole key
+    MISSING."""
     if not group_by:
         return lambda event: None
     getters = [getter(path) for path in group_by]
@@ -177,16 +205,19 @@ def key_function(group_by: tuple[str, ...]) -> Callable[[Event], Any]:
         exploded = False
         for get in getters:
             value = get(event)
-            if value is None or type(value) is dict:
-                return MISSING
-            if type(value) is list:
+            if _absent(value):
+                if missing is MISSING:
+                    return MISSING
+                value = missing
+            elif type(value) is list:
                 exploded = True
+                value = _elements(value)
             parts.append(value)
         if len(parts) == 1:
-            return _elements(parts[0]) if exploded else parts[0]
+            return parts[0]
         if not exploded:
             return tuple(parts)
-        lists = [_elements(p) if type(p) is list else [p] for p in parts]
+        lists = [p if type(p) is list else [p] for p in parts]
         return list(itertools.product(*lists))
 
     # Fast paths for one or two top-level string fields, the common case; anything
@@ -227,10 +258,12 @@ class Plan:
         "key",
         "layout",
         "match",
+        "missing_field",
         "name",
         "new",
         "offset",
         "panes_per_window",
+        "rejects_missing",
         "running_every",
         "size",
         "state_prefix",
@@ -238,7 +271,9 @@ class Plan:
         "update",
     )
 
-    def __init__(self, index: int, aggregate: Aggregate) -> None:
+    def __init__(
+        self, index: int, aggregate: Aggregate, *, max_distinct_exact: int = MAX_DISTINCT_EXACT
+    ) -> None:
         self.index = index
         self.aggregate = aggregate
         self.name = aggregate.name
@@ -258,9 +293,13 @@ class Plan:
         if self.dispatch is not None:
             del conditions[DISCRIMINATORS[aggregate.family]]  # the dispatch tested it
         self.match = matcher(conditions)
-        self.key = key_function(aggregate.group_by)
+        self.rejects_missing = aggregate.missing_group == "reject"
+        self.key = key_function(aggregate.group_by, MISSING if self.rejects_missing else UNKNOWN)
+        self.missing_field = missing_field(aggregate.group_by)
         self.layout = Layout(
-            aggregate, [path if _flat(path) else getter(path) for path in aggregate.values]
+            aggregate,
+            [path if _flat(path) else getter(path) for path in aggregate.values],
+            max_distinct_exact=max_distinct_exact,
         )
         self.new = self.layout.new
         self.update = self.layout.update

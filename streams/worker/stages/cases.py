@@ -60,6 +60,8 @@ class CaseStage(ChangelogStage):
         self.every_ms = int(cases.emit_every_s * 1000)
         self.near_due_ms = int(cases.near_due_s * 1000)
         self.closed_ttl_ms = int(cases.closed_ttl_s * 1000)
+        self.max_open_per_agency = cases.max_open_per_agency
+        self.open_ttl_ms = int(cases.open_ttl_s * 1000)
         self.books: dict[TopicPartition, CaseBook] = {}
         self._reporters: dict[TopicPartition, BacklogReporter] = {}
         self._newest_ms: dict[TopicPartition, int] = {}  # Kafka timestamp of the newest read
@@ -114,6 +116,10 @@ class CaseStage(ChangelogStage):
             for result in reporter.report(book, now_ms):
                 await self.outbox.send(AGGREGATES, result.identity.encode(), result.to_json())
             reported = True
+        for book in self.books.values():  # the cap evicts while events are applied
+            for reason, evicted in book.take_evicted().items():
+                if evicted:
+                    self.metrics.cases_evicted.labels(reason).inc(evicted)
         if reported:
             self.metrics.open_cases.set(sum(len(book) for book in self.books.values()))
 
@@ -126,7 +132,11 @@ class CaseStage(ChangelogStage):
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
             recovered = replay(tp.topic, await self.read_changelog(tp.partition))
-            book = CaseBook(self.closed_ttl_ms)
+            book = CaseBook(
+                self.closed_ttl_ms,
+                max_open_per_agency=self.max_open_per_agency,
+                open_ttl_ms=self.open_ttl_ms,
+            )
             book.restore(recovered.items.items())
             self.books[tp] = book
             self._reporters[tp] = BacklogReporter(tp.partition, self.every_ms, self.near_due_ms)

@@ -24,7 +24,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from models.aggregates import Aggregate
-from models.errors import EventTimeError
+from models.errors import EventTimeError, GroupFieldMissing
 from models.families import FAMILY_NAMES
 from streams.core import lineage
 from streams.core.lineage import Lineage
@@ -78,6 +78,7 @@ class WindowStage(ChangelogStage):
                 allowed_lateness_ms=int(windows.allowed_lateness_s * 1000),
                 idle_timeout_ms=int(windows.idle_timeout_s * 1000),
                 store=store,
+                max_distinct_exact=windows.max_distinct_exact,
             )
             for family in FAMILY_NAMES
             if by_family[family]
@@ -95,6 +96,7 @@ class WindowStage(ChangelogStage):
         self.lineage: dict[TopicPartition, Lineage] = {}
         self._sent: dict[TopicPartition, tuple[list[tuple[str, int]], bool]] = {}
         self._heartbeat = Heartbeat()
+        self._skipped: dict[str, int] = {}  # per aggregate, as last counted in /metrics
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
         engine = self.engines[tp.topic]
@@ -132,6 +134,9 @@ class WindowStage(ChangelogStage):
                 if type(event) is not dict:
                     raise EventTimeError(f"expected a JSON object, got {type(event).__name__}")
                 outputs = engine.process(partition, event, now_ms)
+            except GroupFieldMissing as exc:  # an aggregate's own rule: a valid event
+                await self.reject(record, "schema", str(exc), family=family)
+                continue
             except (orjson.JSONDecodeError, EventTimeError) as exc:
                 # Ingest wrote this topic, so only a foreign producer gets here: reject
                 # the record rather than stop every window of the partition.
@@ -210,6 +215,10 @@ class WindowStage(ChangelogStage):
         for topic, engine in self.engines.items():
             for partition, results in engine.advance_partitions(now_ms).items():
                 await self._emit_results(topic, partition, results)
+            for aggregate, skipped in engine.skipped_values().items():
+                if skipped > (before := self._skipped.get(aggregate, 0)):
+                    self.metrics.window_values_skipped.labels(aggregate).inc(skipped - before)
+                    self._skipped[aggregate] = skipped
         await self.send_progress()
 
     def state_records(

@@ -505,6 +505,92 @@ def test_the_near_due_horizon_is_the_reporters():
         BacklogReporter(0, every_ms=0)
 
 
+# --- bounds on open cases ---------------------------------------------------------------
+
+
+def test_an_agency_past_the_cap_loses_its_oldest_open_cases():
+    book = CaseBook(max_open_per_agency=200)
+    for i in range(200):
+        book.apply(dossier("received", i / 100, case=f"D-{i:03d}"))
+    book.apply(dossier("received", 0, case="other", agency="SO-TC"))  # not counted here
+    book.take_dirty()
+    assert book.take_evicted() == {"expired": 0, "cap": 0}
+    # One over: 1 % of the cap goes at once, the oldest by occurred_at, of either kind.
+    book.apply(feedback("received", 0.005, case="F-old", agency="SO-TNMT"))
+    assert book.take_evicted() == {"expired": 0, "cap": 2}
+    assert sorted(book.take_dirty()) == [("dossier:D-000", None), ("feedback:F-old", None)]
+    # An update makes a case young again: the next ones go instead.
+    book.apply(dossier("in_progress", 5, case="D-001"))
+    book.apply(dossier("received", 6, case="D-new"))
+    assert book.take_evicted()["cap"] == 0
+    book.apply(dossier("received", 7, case="D-newer"))
+    assert book.take_evicted()["cap"] == 2
+    gone = sorted(key for key, payload in book.take_dirty() if payload is None)
+    assert gone == ["dossier:D-002", "dossier:D-003"]
+    rows = {row.agency: row.open for row in book.backlog(T0_MS)}
+    assert rows == {"SO-TNMT": 199, "SO-TC": 1}
+
+
+def test_the_cap_evicts_the_same_cases_whatever_the_arrival_order():
+    events = [dossier("received", (i * 7919) % 300 / 10, case=f"D-{i}") for i in range(300)]
+    kept = []
+    for order in (events, events[::-1]):
+        book = CaseBook(max_open_per_agency=100)
+        for event in order:
+            book.apply(event)
+        kept.append(sorted(key for key, payload in all_records(book) if payload is not None))
+    assert kept[0] == kept[1] and len(kept[0]) <= 100
+
+
+def test_open_cases_without_an_event_for_the_ttl_expire_in_event_time():
+    book = CaseBook(open_ttl_ms=10 * DAY_MS)
+    book.apply(dossier("received", 0, case="quiet"))
+    book.apply(dossier("received", 0, case="busy"))
+    book.apply(dossier("in_progress", 24 * 9, case="busy"))
+    book.apply(dossier("received", 24 * 10.5, case="new"))  # event time: day 10.5
+    book.take_dirty()
+    late_wall_clock = T0_MS + 1000 * DAY_MS  # the wall clock does not decide it
+    book.expire(late_wall_clock)
+    assert book.take_evicted() == {"expired": 1, "cap": 0}
+    assert book.take_dirty() == [("dossier:quiet", None)]
+    assert len(book) == 2
+    book.expire(T0_MS)  # an event dated far ahead of the clock expires nothing more
+    assert book.take_evicted()["expired"] == 0
+
+
+def test_an_event_far_in_the_future_does_not_expire_every_case():
+    book = CaseBook(open_ttl_ms=10 * DAY_MS)
+    book.apply(dossier("received", 0, case="D-1"))
+    book.apply(dossier("received", 24 * 365 * 50, case="D-2050"))
+    book.expire(T0_MS + DAY_MS)  # now: event time is capped by the wall clock
+    assert len(book) == 2 and book.take_evicted()["expired"] == 0
+
+
+def test_restore_rebuilds_what_the_bounds_count():
+    first = CaseBook(max_open_per_agency=100, open_ttl_ms=10 * DAY_MS)
+    for i in range(100):
+        first.apply(dossier("received", i / 10, case=f"D-{i}"))
+    first.apply(dossier("resolved", 11, case="D-0"))
+    second = CaseBook(max_open_per_agency=100, open_ttl_ms=10 * DAY_MS)
+    second.restore(first.take_dirty())
+    assert len(second) == 99
+    second.apply(dossier("received", 12, case="D-100"))
+    second.apply(dossier("received", 12, case="D-101"))  # 101 open: over the cap
+    assert second.take_evicted()["cap"] == 1
+    assert ("dossier:D-1", None) in second.take_dirty()
+    second.expire(T0_MS + 100 * DAY_MS)  # newest event at 12 h: nothing is 10 days old
+    assert second.take_evicted()["expired"] == 0
+
+
+def test_an_invalid_event_leaves_the_bounds_untouched():
+    book = CaseBook(max_open_per_agency=1)
+    book.apply(dossier("received", 0, case="D-1"))
+    with pytest.raises(ValueError):
+        book.apply(dossier("in_progress", 1, case="D-1", due_h=None))
+    book.apply(dossier("received", 2, case="D-2"))  # D-1 still counts: it goes
+    assert book.take_evicted()["cap"] == 1 and len(book) == 1
+
+
 # --- memory ----------------------------------------------------------------------------
 
 
@@ -542,5 +628,6 @@ def test_memory_per_open_case():
         tracemalloc.stop()
     assert len(book) == n
     print(f"\n{per_case:.0f} bytes per open case")
-    # Measured ~240 B on CPython 3.11: 74 id str + ~52 dict slot + 64 record + 2×32 ints.
+    # Measured ~290 B on CPython 3.11: 74 id str + ~52 dict slot + 64 record + 2×32 ints
+    # + ~50 for the id in its agency's set of open ones (what the cap counts).
     assert per_case < 320

@@ -158,7 +158,7 @@ def test_running_updates_of_hopping_windows_cover_every_open_window():
     assert not any(r.final for r in updates)
 
 
-def test_missing_group_field_skips_the_event_for_that_aggregate():
+def test_missing_group_field_groups_the_event_under_unknown():
     engine = WindowEngine(
         [
             aggregate(name="by_area", group_by=["areaServed"]),
@@ -169,11 +169,14 @@ def test_missing_group_field_skips_the_event_for_that_aggregate():
     del event["areaServed"]
     engine.process(CITY, event, 0)
     engine.process(CITY, air(T0, pm25=None), 0)  # no pm25: counted, no value
-    results = {r.aggregate: r for r in finals(engine.advance(10**15))}
-    assert results["by_area"].count == 1 and results["by_area"].statistics["pm25_count"] == 0
-    assert results["by_area"].statistics["pm25_mean"] is None
-    assert results["everything"].count == 2 and results["everything"].group == {}
-    assert results["everything"].identity == f"everything||{T0}"
+    results = {(r.aggregate, *r.group.values()): r for r in finals(engine.advance(10**15))}
+    unknown = results["by_area", "unknown"]
+    assert unknown.count == 1 and unknown.statistics["pm25_count"] == 1
+    known = results["by_area", "TP Hải Dương"]
+    assert known.count == 1 and known.statistics["pm25_count"] == 0
+    assert known.statistics["pm25_mean"] is None
+    assert results["everything",].count == 2 and results["everything",].group == {}
+    assert results["everything",].identity == f"everything||{T0}"
 
 
 def test_grouping_by_a_list_field_gives_one_group_per_element():
