@@ -262,3 +262,28 @@ def test_unknown_stands_for_each_missing_field_and_for_empty_lists():
 def test_the_default_keeps_the_fingerprint_of_existing_state():
     assert aggregate().fingerprint() == aggregate(missing_group="unknown").fingerprint()
     assert aggregate().fingerprint() != aggregate(missing_group="reject").fingerprint()
+
+
+def test_sketches_and_sets_spill_to_rocksdb_and_back(make_engine):
+    # Three groups, two past the limit: with a cache of three panes or fewer, every
+    # pane goes through its RocksDB payload (the changelog's) between events.
+    engine = make_engine([logins()], max_distinct_exact=50)
+    for i in range(600):
+        org = f"ORG-{i % 3}"
+        user = f"u{i}" if org != "ORG-0" else f"u{(i // 3) % 30}"
+        event = failure(T0 + i, user) | {"organization": {"name": org}}
+        engine.process(SECURITY, event, 0)
+        if i % 100 == 99:
+            engine.take_dirty(SECURITY)
+    results = {r.group["organization.name"]: r for r in finals(engine.advance(10**15))}
+    engine.close()
+    assert results["ORG-0"].statistics["user.name_distinct"] == 30
+    assert not results["ORG-0"].approximate
+    for org in ("ORG-1", "ORG-2"):
+        assert results[org].statistics["user.name_distinct"] == pytest.approx(200, rel=0.05)
+        assert results[org].approximate == ("user.name_distinct",)
+
+
+def test_missing_group_takes_only_unknown_or_reject():
+    with pytest.raises(ValueError, match="missing_group"):
+        aggregate(missing_group="skip")
