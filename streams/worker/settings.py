@@ -131,14 +131,6 @@ class WindowSettings(_Section):
         "estimate flagged in the result's `approximate`.",
     )  # fmt: skip
 
-    # An exact set of ~36,000 user names outgrew Kafka's 1 MiB record in one pane; a
-    # thousand values of at most 64 characters stay far below it.
-    max_distinct_exact: int = Field(
-        1000, ge=0, le=2000,
-        description="Distinct values counted exactly per pane; beyond, a HyperLogLog "
-        "estimate flagged in the result's `approximate`.",
-    )  # fmt: skip
-
 
 class CasesSettings(_Section):
     # At least a second: the stage looks at the clock about once a second.
@@ -153,19 +145,6 @@ class CasesSettings(_Section):
     closed_ttl_s: float = Field(
         86_400.0, ge=0, description="How long a closed case is remembered after it closed."
     )
-    # Open cases are otherwise kept for ever: a case whose closing event was lost, or a
-    # flood of made-up ids, would grow the book (and its changelog) without limit.
-    max_open_per_agency: int = Field(
-        100_000, ge=1,
-        description="Open cases kept per agency and partition; past it the least recently "
-        "updated goes (ioc_cases_evicted_total{reason=\"cap\"}).",
-    )  # fmt: skip
-    open_ttl_s: float = Field(
-        400 * 86_400.0, gt=0,
-        description="An open case without an event for this long in event time is "
-        "forgotten (ioc_cases_evicted_total{reason=\"expired\"}).",
-    )  # fmt: skip
-
     # Open cases are otherwise kept for ever: a case whose closing event was lost, or a
     # flood of made-up ids, would grow the book (and its changelog) without limit.
     max_open_per_agency: int = Field(
