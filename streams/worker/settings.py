@@ -149,8 +149,8 @@ class CasesSettings(_Section):
     # flood of made-up ids, would grow the book (and its changelog) without limit.
     max_open_per_agency: int = Field(
         100_000, ge=1,
-        description="Open cases kept per agency and partition; past it the least recently "
-        "updated goes (ioc_cases_evicted_total{reason=\"cap\"}).",
+        description="Open cases kept per agency and partition; past it the oldest by their "
+        "latest event go, 1 % of this at once (ioc_cases_evicted_total{reason=\"cap\"}).",
     )  # fmt: skip
     open_ttl_s: float = Field(
         400 * 86_400.0, gt=0,
