@@ -53,6 +53,7 @@ from models.rulecheck import (
 from models.timefmt import Duration
 
 __all__ = [
+    "DEFAULT_FORGET_AFTER_MS",
     "KINDS",
     "MAX_SPAN_MS",
     "MODELS_BY_KIND",
@@ -86,6 +87,9 @@ SEVERITIES: tuple[str, ...] = get_args(Severity)
 #: Longest window, `after`, `within`, `for` or `keep_firing_for`: windows live in memory,
 #: and a month is already beyond any operational alert.
 MAX_SPAN_MS: Final = 31 * 86_400_000
+
+#: How long an absence rule remembers a silent group by default (`forget_after`).
+DEFAULT_FORGET_AFTER_MS: Final = 3 * 86_400_000
 
 #: Placeholders every rule's templates may use, besides its group labels and `labels` keys.
 ALWAYS_AVAILABLE: Final = ("value", "threshold", "window", "rule", "severity")
@@ -394,10 +398,20 @@ class RatioRule(_Rule):
 
 
 class AbsenceRule(_Rule):
-    """No matching event for a group that has been seen, for longer than `after`."""
+    """No matching event for a group that has been seen, for longer than `after`.
+
+    A group with no event for `forget_after` (longer than `after`; default 3 days) is
+    forgotten and its alert resolved: a device that never comes back (or an id a
+    producer made up) is not silent for ever."""
 
     kind: Literal["absence"]
     after: Span
+    forget_after: Span = DEFAULT_FORGET_AFTER_MS
+
+    def own_problems(self, source: Source) -> list[tuple[Loc, str]]:
+        if self.forget_after <= self.after:
+            return [(("forget_after",), "must be longer than after")]
+        return []
 
 
 class SequenceRule(_Rule):

@@ -134,6 +134,7 @@ def backtest(
         rules, summing_rules(rules, aggregates),
         allowed_lateness_ms=int(settings.rules.allowed_lateness_s * 1000),
         idle_timeout_ms=never_idle, start_lags=start_lags(rules, aggregates),
+        max_groups=settings.rules.max_groups,  # evictions as the live stage makes them
     )  # fmt: skip
     result = BacktestResult()
     alerts = result.alerts

@@ -78,6 +78,18 @@ class Metrics:
             "Rule inputs older than their rule's watermark (dead-lettered as late), by rule.",
             ["rule"], registry=self.registry,
         )  # fmt: skip
+        self.rule_groups_forgotten = Counter(
+            "ioc_rules_groups_forgotten",
+            "Groups an absence rule dropped, by rule and reason: `forget_after` (no input "
+            "for the rule's forget_after of event time), `max_groups` (evicted, least "
+            "recently heard first, past IOC_RULES__MAX_GROUPS in a partition).",
+            ["rule", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.rule_groups = Gauge(
+            "ioc_rules_groups",
+            "Groups a rule's detector holds in this worker's partitions, by rule.",
+            ["rule"], registry=self.registry,
+        )  # fmt: skip
         self.window_results = Counter(
             "ioc_windows_results", "Window results produced, by aggregate and final flag.",
             ["aggregate", "final"], registry=self.registry,

@@ -52,6 +52,7 @@ import orjson
 
 from models.alerts import Alert
 from models.rules import (
+    AbsenceRule,
     BaselineRule,
     CountRule,
     DistinctRule,
@@ -156,8 +157,9 @@ class _Clock:
         return [self.newest_ms, self.watermark, int(self.following), self.late_before]
 
 
-def _detector(rule: Rule) -> Detector:
-    """The detector of a rule's kind, from its validated config."""
+def _detector(rule: Rule, max_groups: int | None = None) -> Detector:
+    """The detector of a rule's kind, from its validated config; `max_groups` bounds
+    the groups of the detectors that keep quiet groups (absence)."""
     if isinstance(rule, CountRule):
         return CountDetector(rule.window, rule.gte)
     if isinstance(rule, DistinctRule):
@@ -176,7 +178,8 @@ def _detector(rule: Rule) -> Detector:
         return BaselineDetector(rule.sigmas, rule.min_samples, season=rule.season)
     if isinstance(rule, ThresholdRule):
         return _threshold(rule)
-    return AbsenceDetector(rule.after)
+    assert isinstance(rule, AbsenceRule)
+    return AbsenceDetector(rule.after, rule.forget_after, max_groups)
 
 
 def _threshold(rule: ThresholdRule) -> ThresholdDetector:
@@ -215,12 +218,12 @@ class RuleEvaluator:
         "name", "summing",
     )  # fmt: skip
 
-    def __init__(self, rule: Rule, summing: bool) -> None:
+    def __init__(self, rule: Rule, summing: bool, max_groups: int | None = None) -> None:
         self.name = rule.name
         self.kind = rule.kind
         self.feed = feed_of(rule)
         self.clock = _Clock()
-        self.detector = _detector(rule)
+        self.detector = _detector(rule, max_groups)
         self.summing = summing
         # group → member (the dropped labels' values, as JSON) → its latest figure
         self._sums: dict[tuple[Any, ...], dict[str, float]] = {}
@@ -266,6 +269,13 @@ class RuleEvaluator:
             value, level = figure
             return detector.observe(group, at_ms, float(value), float(level))
         return detector.observe(group, at_ms, float(figure))
+
+    def evictions(self) -> list[Alert]:
+        """The alert changes of absences that the group limit ended (absence rules)."""
+        out: list[Alert] = []
+        for observation in self.detector.take_ended():
+            out += self.lifecycle.update(observation)
+        return out
 
     # -- the changelog: one record per group, one for the rule ---------------------------
 
@@ -379,9 +389,12 @@ class RuleEngine:
         idle_timeout_ms: int = 30_000,
         max_pending: int = 1_000_000,
         start_lags: dict[str, int] | None = None,
+        max_groups: int | None = None,
     ) -> None:
         self._rules = {rule.name: rule for rule in rules}
         self._summed = set(summing)
+        #: The most groups an absence rule keeps on this partition (None: no limit).
+        self.max_groups = max_groups
         self.evaluators = {name: self._fresh(name) for name in self._rules}
         self.allowed_lateness_ms = allowed_lateness_ms
         self.idle_timeout_ms = idle_timeout_ms
@@ -410,7 +423,7 @@ class RuleEngine:
         self._replay_keep: set[int] = set()
 
     def _fresh(self, name: str) -> RuleEvaluator:
-        return RuleEvaluator(self._rules[name], name in self._summed)
+        return RuleEvaluator(self._rules[name], name in self._summed, self.max_groups)
 
     def watermark(self, rule: str) -> int | None:
         """A rule's watermark (epoch ms), None before it has one."""
@@ -471,9 +484,10 @@ class RuleEngine:
             self._apply(evaluator, self._pop(clock), out, timers=False)
             return out
         observation = evaluator.observe(item)
-        if observation is None:
-            return []
-        return evaluator.lifecycle.update(observation)
+        out = [] if observation is None else evaluator.lifecycle.update(observation)
+        if evaluator.kind == "absence":
+            out += evaluator.evictions()
+        return out
 
     def _pop(self, clock: _Clock) -> _Pending:
         entry = heapq.heappop(clock.pending)
@@ -509,12 +523,34 @@ class RuleEngine:
         except (ValueError, TypeError) as exc:
             self.bad.append(BadInput(item, offset, f"not a rule input: {exc!r}"))
             return
+        if evaluator.kind == "absence":
+            out += evaluator.evictions()
         if observation is None:
             return
         changes = lifecycle.update(observation)
         if stamp is not None and any(alert.state == "firing" for alert in changes):
             self.fired_stamps.append(stamp)
         out += changes
+
+    def take_forgotten(self) -> dict[tuple[str, str], int]:
+        """(rule, reason) → groups absence rules dropped since the last call: reason
+        `forget_after` (silent that long) or `max_groups` (evicted past the limit)."""
+        out: dict[tuple[str, str], int] = {}
+        for name, evaluator in self.evaluators.items():
+            detector = evaluator.detector
+            if evaluator.kind != "absence":
+                continue
+            if detector.forgotten:
+                out[name, "forget_after"] = detector.forgotten
+                detector.forgotten = 0
+            if detector.evicted:
+                out[name, "max_groups"] = detector.evicted
+                detector.evicted = 0
+        return out
+
+    def group_counts(self) -> dict[str, int]:
+        """rule → groups its detector holds on this partition."""
+        return {name: len(evaluator.detector) for name, evaluator in self.evaluators.items()}
 
     def keep_alive(self, now_ms: int) -> None:
         """Not idle although nothing came: inputs are still waiting to be read, or the

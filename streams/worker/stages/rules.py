@@ -259,6 +259,7 @@ class RuleStage(ChangelogStage):
             allowed_lateness_ms=int(config.allowed_lateness_s * 1000),
             idle_timeout_ms=int(config.idle_timeout_s * 1000),
             max_pending=config.max_pending, start_lags=self.start_lags,
+            max_groups=config.max_groups,
         )  # fmt: skip
 
     async def handle(self, tp: TopicPartition, records: list[Any], now_ms: int) -> None:
@@ -315,6 +316,18 @@ class RuleStage(ChangelogStage):
             self.metrics.pending_overflow.inc(engine.overflowed - overflowed)
             self.metrics.replayed_rule_inputs.inc(engine.replayed - replayed)
         self.metrics.pending_rule_inputs.set(sum(e.pending for e in self.engines.values()))
+        self._count_groups()
+
+    def _count_groups(self) -> None:
+        """Groups held per rule, and those absence rules dropped since the last tick."""
+        held = dict.fromkeys(self.families, 0)
+        for engine in self.engines.values():
+            for (rule, reason), count in engine.take_forgotten().items():
+                self.metrics.rule_groups_forgotten.labels(rule, reason).inc(count)
+            for rule, count in engine.group_counts().items():
+                held[rule] = held.get(rule, 0) + count
+        for rule, count in held.items():
+            self.metrics.rule_groups.labels(rule).set(count)
 
     async def _drain(self, tp: TopicPartition, engine: RuleEngine) -> None:
         """Dead-letter the pending inputs their detectors refused; time the alerts that

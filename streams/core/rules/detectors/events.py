@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left
 from collections import deque
 from operator import itemgetter
 from typing import Any
+
+import orjson
 
 from streams.core.rules.detectors._base import NEVER, SAMPLES, Group, GroupState, Scheduled
 from streams.core.rules.lifecycle import Observation
@@ -36,17 +39,37 @@ class AbsenceDetector(Scheduled[_AbsenceState]):
     `advance`); value is the silence in seconds, threshold `after_ms` in seconds. The
     next event of the group resolves it, stamped at the later of its time and the
     firing (an event late enough to predate the firing still proves it is alive).
-    A group never seen never fires. Every group seen is kept (one small object each):
-    silence is what this detector looks for, so it cannot forget quiet groups.
+    A group never seen never fires.
+
+    Silence is what this detector looks for, so it keeps quiet groups, but not for
+    ever: a group silent for `forget_after_ms` of event time (> `after_ms`; None:
+    never) is forgotten, and its absence ends there (an inactive Observation stamped
+    at last seen + forget_after, so its alert resolves like any other). Every random
+    `refDevice` a faulty producer sends is then one alert for `forget_after`, not one
+    for ever. Past `max_groups` groups, the least recently heard (oldest last seen,
+    then the group's JSON: the same choice live and in `ioc backtest`) are evicted, a
+    hundredth of the limit at a time; their absences end at the evicting input's time
+    (`take_ended`). Both are counted: `forgotten`, `evicted`.
     """
 
-    __slots__ = ("after_ms",)
+    __slots__ = ("_ended", "after_ms", "evicted", "forget_after_ms", "forgotten", "max_groups")
 
-    def __init__(self, after_ms: int) -> None:
+    def __init__(
+        self, after_ms: int, forget_after_ms: int | None = None, max_groups: int | None = None
+    ) -> None:
         if after_ms < 0:
             raise ValueError("after_ms must be >= 0")
+        if forget_after_ms is not None and forget_after_ms <= after_ms:
+            raise ValueError("forget_after_ms must be longer than after_ms")
+        if max_groups is not None and max_groups < 1:
+            raise ValueError("max_groups must be >= 1")
         super().__init__()
         self.after_ms = after_ms
+        self.forget_after_ms = forget_after_ms
+        self.max_groups = max_groups
+        self.forgotten = 0  # groups forgotten after forget_after_ms (since start)
+        self.evicted = 0  # groups evicted past max_groups (since start)
+        self._ended: list[Observation] = []  # absences of evicted groups, for `advance`
 
     def observe(self, group: Group, at_ms: int) -> Observation | None:
         """Record that the group spoke; the resolving Observation if it was absent."""
@@ -54,6 +77,8 @@ class AbsenceDetector(Scheduled[_AbsenceState]):
         if state is None:
             state = self._groups[group] = _AbsenceState(at_ms)
             self._schedule(group, state, at_ms + self.after_ms + 1)
+            if self.max_groups is not None and len(self._groups) > self.max_groups:
+                self._evict(at_ms)
             return None
         if at_ms > state.last:
             state.last = at_ms
@@ -62,22 +87,87 @@ class AbsenceDetector(Scheduled[_AbsenceState]):
         fired = state.absent_since
         state.absent_since = None
         self._schedule(group, state, state.last + self.after_ms + 1)
+        return self._ending(group, fired, max(at_ms, fired), at_ms)
+
+    def _ending(self, group: Group, fired: int, at_ms: int, heard_ms: int) -> Observation:
         return Observation(
             group,
             False,
-            max(at_ms, fired),
-            value=(at_ms - fired) / 1000 if at_ms > fired else 0.0,
+            at_ms,
+            value=(heard_ms - fired) / 1000 if heard_ms > fired else 0.0,
             threshold=self.after_ms / 1000,
             window_start_ms=fired,
-            window_end_ms=max(at_ms, fired),
+            window_end_ms=at_ms,
         )
+
+    def _evict(self, at_ms: int) -> None:
+        """Drop the least recently heard groups, a hundredth of the limit at a time (one
+        scan of the groups per batch, not per new group)."""
+        assert self.max_groups is not None
+        groups = self._groups
+        count = len(groups) - self.max_groups + max(1, self.max_groups // 100) - 1
+        count = min(count, len(groups) - 1)
+        if count <= 0:
+            return
+        cutoff = heapq.nsmallest(count, (state.last for state in groups.values()))[-1]
+        older = [group for group, state in groups.items() if state.last < cutoff]
+        ties = sorted(
+            (group for group, state in groups.items() if state.last == cutoff),
+            key=orjson.dumps,
+        )
+        for group in older + ties[: count - len(older)]:
+            state = groups.pop(group)
+            self._touched.add(group)
+            self.evicted += 1
+            if state.absent_since is not None:
+                ended = max(at_ms, state.absent_since)
+                self._ended.append(self._ending(group, state.absent_since, ended, ended))
+
+    def take_ended(self) -> list[Observation]:
+        """The absences that evictions ended since the last call (the caller applies
+        them at once, before its next checkpoint: the evicted groups are gone)."""
+        ended, self._ended = self._ended, []
+        return ended
+
+    def finish_restore(self) -> None:
+        super().finish_restore()
+        self._schedule_forgetting()
+
+    def restore(self, data: bytes) -> None:
+        super().restore(data)
+        self._schedule_forgetting()
+
+    def _schedule_forgetting(self) -> None:
+        """Absent groups of a checkpoint written before forgetting existed have no
+        deadline: give them theirs, in a stable order."""
+        if self.forget_after_ms is None:
+            return
+        waiting = [
+            group
+            for group, state in self._groups.items()
+            if state.absent_since is not None and state.seq == -1
+        ]
+        for group in sorted(waiting, key=orjson.dumps):
+            state = self._groups[group]
+            self._schedule(group, state, state.last + self.forget_after_ms)
 
     def _expire(self, group: Group, state: _AbsenceState, due: int) -> Observation | None:
         deadline = state.last + self.after_ms + 1
         if deadline > due:  # it spoke since: wait for the new deadline
             self._schedule(group, state, deadline)
             return None
+        if state.absent_since is not None:  # absent, and due to be forgotten
+            assert self.forget_after_ms is not None
+            forget_at = state.last + self.forget_after_ms
+            if forget_at > due:
+                self._schedule(group, state, forget_at)
+                return None
+            del self._groups[group]
+            self.forgotten += 1
+            return self._ending(group, state.absent_since, forget_at, forget_at)
         state.absent_since = deadline
+        if self.forget_after_ms is not None:
+            self._schedule(group, state, state.last + self.forget_after_ms)
         return Observation(
             group,
             True,
