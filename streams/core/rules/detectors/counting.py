@@ -164,7 +164,12 @@ class _DistinctState(GroupState):
 class DistinctDetector(Scheduled[_DistinctState]):
     """Active while a group has ≥ `gte` distinct values in (clock − window_ms, clock].
 
-    Memory per group: one entry per distinct value in the window. Values are kept in
+    Memory per group: one entry per distinct value in the window, at most the `keep`
+    (gte + 64) most recently seen: whether ≥ gte values were seen in the window
+    depends only on the gte-th most recent, so the condition stays exact, and a
+    credential-stuffing source trying 36,000 user names holds (and checkpoints) a
+    hundred of them, not 36,000. An Observation's count is then capped at `keep`
+    (exact when it turns active). Values are kept in
     the order they were last seen, so expiry pops from the front in O(1) per value;
     out-of-order events are exact too, at the cost of scanning the values last seen
     in the window's oldest `disorder` ms (a few, for seconds of lateness). A group
@@ -172,14 +177,15 @@ class DistinctDetector(Scheduled[_DistinctState]):
     Samples are the ids of the last events of the last 10 values seen.
     """
 
-    __slots__ = ("gte", "window_ms")
+    __slots__ = ("gte", "keep", "window_ms")
 
-    def __init__(self, window_ms: int, gte: int) -> None:
-        if window_ms <= 0 or gte < 1:
-            raise ValueError("window_ms must be > 0 and gte >= 1")
+    def __init__(self, window_ms: int, gte: int, slack: int = 64) -> None:
+        if window_ms <= 0 or gte < 1 or slack < 0:
+            raise ValueError("window_ms must be > 0, gte >= 1, slack >= 0")
         super().__init__()
         self.window_ms = window_ms
         self.gte = gte
+        self.keep = gte + slack
 
     def observe(self, group: Group, at_ms: int, value: Any, event_id: str) -> Observation | None:
         """Record `value`; the Observation when the group's condition changes."""
@@ -206,6 +212,8 @@ class DistinctDetector(Scheduled[_DistinctState]):
         if value in seen:
             seen.move_to_end(value)
         seen[value] = (at_ms, event_id)
+        if len(seen) > self.keep:
+            self._drop_oldest(state)
         if len(seen) < self.gte and not state.active:
             # Cannot be active: skip the pruning, just make sure it is forgotten.
             due = state.latest + self.window_ms
@@ -243,6 +251,20 @@ class DistinctDetector(Scheduled[_DistinctState]):
                 expired.append(value)
         for value in expired:
             del seen[value]
+
+    @staticmethod
+    def _drop_oldest(state: _DistinctState) -> None:
+        """Forget the value last seen longest ago (found as in `_oldest`)."""
+        items = iter(state.seen.items())
+        oldest_value, (oldest, _) = next(items)
+        if state.disorder:
+            horizon = oldest + state.disorder
+            for value, (t, _) in items:
+                if t > horizon:
+                    break
+                if t < oldest:
+                    oldest_value, oldest = value, t
+        del state.seen[oldest_value]
 
     @staticmethod
     def _oldest(state: _DistinctState) -> int:

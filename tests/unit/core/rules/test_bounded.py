@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from models.errors import RuleConfigError
 from models.rulefile import load_rules
 from models.rules import DEFAULT_FORGET_AFTER_MS
-from streams.core.rules.detectors import AbsenceDetector
+from streams.core.rules.detectors import AbsenceDetector, DistinctDetector
 from streams.core.rules.engine import RuleEngine, group_key
 from streams.core.rules.plan import RuleInput
 from streams.worker.stages.rules import summing_rules
@@ -166,3 +167,28 @@ def test_forget_after_must_be_longer_than_after(tmp_path: Path):
         load_rules(path, AGGREGATES)
     [problem] = caught.value.problems
     assert problem.endswith("rule 'quiet': forget_after: must be longer than after")
+
+
+# -- distinct: the newest values only ----------------------------------------------------
+
+
+def test_a_distinct_group_keeps_its_newest_values_only_and_judges_exactly():
+    rng = random.Random(7)
+    capped = DistinctDetector(60_000, 20, slack=5)
+    exact = DistinctDetector(60_000, 20, slack=1_000_000)
+    changes: dict[str, list[tuple[bool, int]]] = {"capped": [], "exact": []}
+    for n in range(20_000):
+        # Bursts a window apart, each event up to 3 s out of order.
+        at = n * 10 + (n // 2_000) * 70_000 - rng.randrange(0, 3_000)
+        user = f"u{rng.randrange(0, 36_000)}"
+        for name, detector in (("capped", capped), ("exact", exact)):
+            for observation in detector.advance(at - 5_000):
+                changes[name].append((observation.active, observation.at_ms))
+            observation = detector.observe(("203.0.113.7",), at, user, f"e{n}")
+            if observation is not None:
+                changes[name].append((observation.active, observation.at_ms))
+        assert len(capped.group_state(("203.0.113.7",))[2][3]) <= 25
+    for name, detector in (("capped", capped), ("exact", exact)):
+        changes[name] += [(o.active, o.at_ms) for o in detector.advance(10**9)]
+    assert changes["capped"] == changes["exact"]
+    assert len(changes["exact"]) >= 20  # on and off with each burst
