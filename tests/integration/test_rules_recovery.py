@@ -222,16 +222,18 @@ async def wait_for_router_commit(
 
 
 def counted_before_kill(saved: dict) -> dict[str, int]:
-    """Failures per address that the checkpointed count detector holds (at most gte)."""
+    """Failures per address that the checkpointed count detector holds (at most gte):
+    one changelog record per group, `rr_brute_force/<group>`."""
     counted: dict[str, int] = {}
     for _, items in saved.values():
-        payload = items.get("rr_brute_force")
-        if payload is None:
-            continue
-        for group, _due, _seq, (_active, _latest, events) in orjson.loads(payload)["detector"][
-            "groups"
-        ]:
-            counted[group[0]] = len(events)
+        for key, payload in items.items():
+            if not key.startswith("rr_brute_force/"):
+                continue
+            doc = orjson.loads(payload)
+            if doc["detector"] is None:
+                continue
+            _due, _seq, (_active, _latest, events) = doc["detector"]
+            counted[doc["group"][0]] = len(events)
     return counted
 
 
