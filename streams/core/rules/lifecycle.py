@@ -414,7 +414,11 @@ class Lifecycle:
     def group_state(self, group: Group) -> dict[str, Any] | None:
         """One group's state as JSON; None if it is not held."""
         state = self._groups.get(group)
-        return None if state is None else _dump(group, state)
+        if state is None:
+            return None
+        saved = _dump(group, state)
+        del saved["group"]  # the group record holds it once (it may be long)
+        return saved
 
     def load_group(self, group: Group, saved: Mapping[str, Any]) -> None:
         """One group of a restore; call `finish_restore` after the last."""

@@ -10,6 +10,7 @@ then evaluates them there. Closures resolved once at load, as in streams.core.wi
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ from models.rules import (
 from streams.core.windows.plan import MISSING, event_time_ms, getter, matcher
 
 __all__ = [
-    "FIRST", "THEN", "UNKNOWN", "AggregateRoute", "Route", "RouteTable", "RuleInput",
-    "event_id_getter", "group_function",
+    "FIRST", "MAX_GROUP_VALUE_CHARS", "THEN", "UNKNOWN", "AggregateRoute", "Route",
+    "RouteTable", "RuleInput", "event_id_getter", "group_function",
 ]  # fmt: skip
 
 Event = dict[str, Any]
@@ -38,6 +39,12 @@ Group = tuple[Any, ...]
 #: null, an object, an empty list). Such an event still counts, under this value: a
 #: flood reading without its optional `areaServed` must raise its alert all the same.
 UNKNOWN: Final = "unknown"
+
+#: The longest group value kept as it is. A longer string (a 500,000-character
+#: `refDevice`) becomes its first characters, "…" and a hash of the whole: still one
+#: group per value, but its inputs, checkpoints and alerts stay small.
+MAX_GROUP_VALUE_CHARS: Final = 256
+_KEPT_CHARS: Final = MAX_GROUP_VALUE_CHARS - 18
 
 #: Sequence inputs: which of the rule's two filters the event matched (bit flags).
 FIRST: Final = 1
@@ -87,14 +94,22 @@ class RuleInput:
         return cls(rule, tuple(group), at_ms, figure, event_id)
 
 
+def _shortened(value: str) -> str:
+    digest = hashlib.sha256(value.encode(errors="surrogatepass")).hexdigest()[:16]
+    return f"{value[:_KEPT_CHARS]}…{digest}"
+
+
 def _label_values(value: Any) -> list[Any]:
     """A group field's value as the group values it gives: one, one per distinct
     element of a list (ECS `event.category`), or UNKNOWN when there is none."""
+    if type(value) is str:
+        return [value if len(value) <= MAX_GROUP_VALUE_CHARS else _shortened(value)]
     if type(value) is list:
         elements = dict.fromkeys(
             v for v in value if v is not None and type(v) is not dict and type(v) is not list
         )
-        return list(elements) or [UNKNOWN]
+        values = [_label_values(v)[0] for v in elements]
+        return list(dict.fromkeys(values)) or [UNKNOWN]
     if value is None or type(value) is dict:
         return [UNKNOWN]
     return [value]
@@ -111,7 +126,7 @@ def group_function(group_by: tuple[str, ...]) -> Callable[[Event], list[Group]]:
 
         def group1(event: Event) -> list[Group]:
             value = get(event)
-            if type(value) is str:  # the common case, without a list built per part
+            if type(value) is str and len(value) <= MAX_GROUP_VALUE_CHARS:  # the common case
                 return [(value,)]
             return [(v,) for v in _label_values(value)]
 
@@ -250,6 +265,8 @@ class AggregateRoute:
 
 
 def _label_or_unknown(value: Any) -> Any:
+    if type(value) is str and len(value) > MAX_GROUP_VALUE_CHARS:
+        return _shortened(value)
     return UNKNOWN if value is None or type(value) in (dict, list) else value
 
 

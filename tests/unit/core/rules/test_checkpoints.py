@@ -134,6 +134,7 @@ def test_a_long_group_is_named_by_its_hash_and_kept_whole_in_its_record():
     [(key, payload)] = [r for r in made.take_dirty() if r[0].startswith("sensor_silent/")]
     assert key.startswith("sensor_silent/#") and len(key) < 100
     assert orjson.loads(payload)["group"] == [device]
+    assert payload.count(device.encode()) == 1  # once, however many parts hold the group
     restored = engine()
     restored.restore(
         [(key, payload), ("sensor_silent", made.evaluators["sensor_silent"].rule_record())]

@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from streams.core.rules.plan import UNKNOWN, AggregateRoute, RuleInput, group_function
+from streams.core.rules.plan import (
+    MAX_GROUP_VALUE_CHARS,
+    UNKNOWN,
+    AggregateRoute,
+    RuleInput,
+    group_function,
+)
 from streams.worker.stages.rules import route_table
 from tests.unit.core.rules.test_engine import AGGREGATES, RULES, T0, engine, feed, validated
 
@@ -83,3 +89,15 @@ def test_later_readings_of_the_unknown_group_resolve_it():
         if a.rule == "water_above_danger_level"
     ]  # fmt: skip
     assert [(a.state, a.labels["areaServed"]) for a in alerts] == [("resolved", UNKNOWN)]
+
+
+def test_a_huge_group_value_is_shortened_but_stays_its_own_group():
+    huge, other = "A" * 530_000, "A" * 529_999 + "B"
+    one = group_function(("refDevice",))
+    [(short,)] = one({"refDevice": huge})
+    [(short_other,)] = one({"refDevice": other})
+    assert len(short) <= MAX_GROUP_VALUE_CHARS and short.startswith("AAAA")
+    assert short != short_other
+    assert one({"refDevice": huge}) == [(short,)]  # the same every time
+    assert one({"refDevice": [huge, huge]}) == [(short,)]
+    assert group_function(("a", "b"))({"a": huge, "b": "x"}) == [(short, "x")]
