@@ -138,11 +138,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
-        """200 once every stage has joined its consumer group and runs, else 503."""
+        """200 once every stage has joined its consumer group and runs, else 503. A stage
+        whose every record has failed for a while is `failing`: busy, achieving nothing."""
         stages = {
-            stage.title: "crashed" if stage.crashed else "ok" if stage.joined else "starting"
+            stage.title: "crashed" if stage.crashed
+            else "failing" if stage.isolated.failing
+            else "ok" if stage.joined else "starting"
             for stage in app.stages
-        }
+        }  # fmt: skip
         ready = all(state == "ok" for state in stages.values())
         return web.json(
             {"status": "ok" if ready else "unavailable", "stages": stages},

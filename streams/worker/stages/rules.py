@@ -124,45 +124,48 @@ class RuleRouter(BatchStage):
         what = family or "aggregates"
         send, inputs_topic = self.outbox.send, self.inputs_topic
         for record in records:
-            if record.headers and is_progress(record.headers):
-                try:
-                    frontiers = decode(record.value)
-                except ValueError as exc:
-                    await self.reject(record, "schema", str(exc), family=what)
+            async with self.isolated(record, what):
+                if record.headers and is_progress(record.headers):
+                    try:
+                        frontiers = decode(record.value)
+                    except ValueError as exc:
+                        await self.reject(record, "schema", str(exc), family=what)
+                        continue
+                    progress = self.progress.setdefault(tp, Progress())
+                    woke = progress.wakes(frontiers)
+                    progress.observe(frontiers)
+                    if woke:  # passed on before the inputs routed after it
+                        await self.send_progress()
                     continue
-                progress = self.progress.setdefault(tp, Progress())
-                woke = progress.wakes(frontiers)
-                progress.observe(frontiers)
-                if woke:  # passed on before the inputs routed after it
-                    await self.send_progress()
-                continue
-            if record.value is None:
-                await self.reject(
-                    record, "schema", "not a validated record: null value", family=what
-                )
-                continue
-            try:
-                value = orjson.loads(record.value)
-                if type(value) is not dict:
-                    raise EventTimeError(f"expected a JSON object, got {type(value).__name__}")
-                if family is not None:
-                    inputs = self.table.event_inputs(family, value)
-                else:
-                    inputs = self.table.aggregate_inputs(value)
-            except (orjson.JSONDecodeError, EventTimeError, KeyError) as exc:
-                # Ingest and the window stage wrote these topics, so only a foreign
-                # producer gets here: reject the record, keep routing the rest.
-                await self.reject(record, "schema", f"not a validated record: {exc}", family=what)
-                continue
-            # The ingest lineage, extended by this hop: replays of either count once.
-            mark = lineage.read(record.headers) if family is not None else None
-            path = None if mark is None else f"{family}/{mark[0]}>{tp.partition}"
-            for index, item in enumerate(inputs):
-                headers = None
-                if mark is not None:
-                    headers = lineage.header(path, *mark[1], index)  # type: ignore[arg-type]
-                await send(inputs_topic, item.key, item.to_json(), headers=headers)
-                self._routed[item.rule].inc()
+                if record.value is None:
+                    await self.reject(
+                        record, "schema", "not a validated record: null value", family=what
+                    )
+                    continue
+                try:
+                    value = orjson.loads(record.value)
+                    if type(value) is not dict:
+                        raise EventTimeError(f"expected a JSON object, got {type(value).__name__}")
+                    if family is not None:
+                        inputs = self.table.event_inputs(family, value)
+                    else:
+                        inputs = self.table.aggregate_inputs(value)
+                except (orjson.JSONDecodeError, EventTimeError, KeyError) as exc:
+                    # Ingest and the window stage wrote these topics, so only a foreign
+                    # producer gets here: reject the record, keep routing the rest.
+                    await self.reject(
+                        record, "schema", f"not a validated record: {exc}", family=what
+                    )
+                    continue
+                # The ingest lineage, extended by this hop: replays of either count once.
+                mark = lineage.read(record.headers) if family is not None else None
+                path = None if mark is None else f"{family}/{mark[0]}>{tp.partition}"
+                for index, item in enumerate(inputs):
+                    headers = None
+                    if mark is not None:
+                        headers = lineage.header(path, *mark[1], index)  # type: ignore[arg-type]
+                    await send(inputs_topic, item.key, item.to_json(), headers=headers)
+                    self._routed[item.rule].inc()
 
     def progress_views(self) -> list[Progress]:
         return list(self.progress.values())
@@ -269,36 +272,39 @@ class RuleStage(ChangelogStage):
         for record in records:
             if engine.skip(record.offset):
                 continue  # applied before the checkpoint; read again for an older one
-            try:
-                if record.headers and is_progress(record.headers):
-                    engine.observe_progress(decode(record.value))
+            async with self.isolated(record, "rules"):
+                try:
+                    if record.headers and is_progress(record.headers):
+                        engine.observe_progress(decode(record.value))
+                        continue
+                    mark = lineage.read(record.headers)
+                    # (Inputs pending at the checkpoint and read again are not replays.)
+                    if (
+                        mark is not None
+                        and not seen.fresh(mark)
+                        and not engine.rereading(record.offset)
+                    ):
+                        replayed += 1  # ingest or the router produced it again after a crash
+                        continue
+                    item = RuleInput.from_json(record.value)
+                    alerts = engine.process(item, now_ms, record.offset, record.timestamp)
+                except (ValueError, TypeError, KeyError) as exc:
+                    # The router wrote this topic: only a foreign producer or a rule
+                    # removed since the input was routed gets here.
+                    await self.reject(
+                        record, "schema", f"not a rule input: {exc!r}", family="rules"
+                    )
                     continue
-                mark = lineage.read(record.headers)
-                # (Inputs pending at the checkpoint and read again are not replays.)
-                if (
-                    mark is not None
-                    and not seen.fresh(mark)
-                    and not engine.rereading(record.offset)
-                ):
-                    replayed += 1  # ingest or the router produced it again after a crash
-                    continue
-                item = RuleInput.from_json(record.value)
-                alerts = engine.process(item, now_ms, record.offset, record.timestamp)
-            except (ValueError, TypeError, KeyError) as exc:
-                # The router wrote this topic: only a foreign producer or a rule
-                # removed since the input was routed gets here.
-                await self.reject(record, "schema", f"not a rule input: {exc!r}", family="rules")
-                continue
-            if type(alerts) is LateInput:
-                if alerts.replay:
-                    replayed += 1
-                    continue
-                self._late[alerts.rule].inc()
-                passed = datetime.fromtimestamp(alerts.watermark_ms / 1000, UTC).isoformat()
-                reason = f"late: rule {alerts.rule}'s event time had passed {passed}"
-                await self.reject(record, "late", reason, family="rules")
-            elif alerts:
-                await self._emit(alerts, record.timestamp)  # type: ignore[arg-type]
+                if type(alerts) is LateInput:
+                    if alerts.replay:
+                        replayed += 1
+                        continue
+                    self._late[alerts.rule].inc()
+                    passed = datetime.fromtimestamp(alerts.watermark_ms / 1000, UTC).isoformat()
+                    reason = f"late: rule {alerts.rule}'s event time had passed {passed}"
+                    await self.reject(record, "late", reason, family="rules")
+                elif alerts:
+                    await self._emit(alerts, record.timestamp)  # type: ignore[arg-type]
         if replayed:
             self.metrics.replayed_events.labels(self.title).inc(replayed)
 

@@ -106,53 +106,56 @@ class WindowStage(ChangelogStage):
         seen = self.lineage.setdefault(tp, Lineage())
         replayed = 0
         for record in records:
-            if record.headers and is_progress(record.headers):
+            async with self.isolated(record, family):
+                if record.headers and is_progress(record.headers):
+                    try:
+                        frontiers = decode(record.value)
+                    except ValueError as exc:
+                        await self.reject(record, "schema", str(exc), family=family)
+                        continue
+                    woke = engine.wakes(partition, frontiers)
+                    results += engine.observe_progress(partition, frontiers)
+                    if woke:
+                        # Passed on at once, after the finals before it, so that the rules
+                        # over aggregates wait for this partition's next finals.
+                        await self._emit_results(tp.topic, partition, results)
+                        results = []
+                        await self.send_progress()
+                    continue
+                mark = lineage.read(record.headers)
+                if mark is not None and not seen.fresh(mark):
+                    replayed += 1  # ingest produced it again after a crash: counted once
+                    continue
+                if record.value is None:
+                    reason = "not a validated event: null value"
+                    await self.reject(record, "schema", reason, family=family)
+                    continue
                 try:
-                    frontiers = decode(record.value)
-                except ValueError as exc:
+                    event = orjson.loads(record.value)
+                    if type(event) is not dict:
+                        raise EventTimeError(f"expected a JSON object, got {type(event).__name__}")
+                    outputs = engine.process(partition, event, now_ms)
+                except GroupFieldMissing as exc:  # an aggregate's own rule: a valid event
                     await self.reject(record, "schema", str(exc), family=family)
                     continue
-                woke = engine.wakes(partition, frontiers)
-                results += engine.observe_progress(partition, frontiers)
-                if woke:
-                    # Passed on at once, after the finals before it, so that the rules
-                    # over aggregates wait for this partition's next finals.
-                    await self._emit_results(tp.topic, partition, results)
-                    results = []
-                    await self.send_progress()
-                continue
-            mark = lineage.read(record.headers)
-            if mark is not None and not seen.fresh(mark):
-                replayed += 1  # ingest produced it again after a crash: counted once
-                continue
-            if record.value is None:
-                reason = "not a validated event: null value"
-                await self.reject(record, "schema", reason, family=family)
-                continue
-            try:
-                event = orjson.loads(record.value)
-                if type(event) is not dict:
-                    raise EventTimeError(f"expected a JSON object, got {type(event).__name__}")
-                outputs = engine.process(partition, event, now_ms)
-            except GroupFieldMissing as exc:  # an aggregate's own rule: a valid event
-                await self.reject(record, "schema", str(exc), family=family)
-                continue
-            except (orjson.JSONDecodeError, EventTimeError) as exc:
-                # Ingest wrote this topic, so only a foreign producer gets here: reject
-                # the record rather than stop every window of the partition.
-                await self.reject(record, "schema", f"not a validated event: {exc}", family=family)
-                continue
-            late: LateEvent | None = None
-            for output in outputs:
-                if type(output) is LateEvent:
-                    late = late or output
-                    self.metrics.late_events.labels(output.aggregate).inc()
-                else:
-                    results.append(output)  # type: ignore[arg-type]
-            if late is not None:  # one dead letter per record, however many windows
-                start = datetime.fromtimestamp(late.window_start / 1000, UTC).isoformat()
-                reason = f"late: the {late.aggregate} window starting at {start} had closed"
-                await self.reject(record, "late", reason, family=family)
+                except (orjson.JSONDecodeError, EventTimeError) as exc:
+                    # Ingest wrote this topic, so only a foreign producer gets here: reject
+                    # the record rather than stop every window of the partition.
+                    await self.reject(
+                        record, "schema", f"not a validated event: {exc}", family=family
+                    )
+                    continue
+                late: LateEvent | None = None
+                for output in outputs:
+                    if type(output) is LateEvent:
+                        late = late or output
+                        self.metrics.late_events.labels(output.aggregate).inc()
+                    else:
+                        results.append(output)  # type: ignore[arg-type]
+                if late is not None:  # one dead letter per record, however many windows
+                    start = datetime.fromtimestamp(late.window_start / 1000, UTC).isoformat()
+                    reason = f"late: the {late.aggregate} window starting at {start} had closed"
+                    await self.reject(record, "late", reason, family=family)
         self.metrics.window_events.labels(family).inc(len(records))
         if replayed:
             self.metrics.replayed_events.labels(self.title).inc(replayed)
