@@ -61,6 +61,7 @@ import orjson
 from models.derived import BACKLOG_AGGREGATE
 from models.results import WindowResult
 from models.timefmt import rfc3339_ms
+from streams.core.sizing import kept
 
 __all__ = ["DAY_MS", "FINAL", "Backlog", "BacklogReporter", "CaseBook"]
 
@@ -315,7 +316,7 @@ class CaseBook:
             payload = (
                 None
                 if case is None
-                else orjson.dumps([case.agency, case.status, case.occurred_ms, case.due_ms])
+                else kept(orjson.dumps([case.agency, case.status, case.occurred_ms, case.due_ms]))
             )
             records.append((f"{kind}:{case_id}", payload))
         self._dirty.clear()

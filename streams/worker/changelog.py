@@ -27,6 +27,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.core.sizing import kept
+
 __all__ = ["CHANGELOG_CONFIG", "Checkpointer", "Recovered", "read_to_end", "replay"]
 
 CHECKPOINT = "@checkpoint"
@@ -72,7 +74,7 @@ def replay(topic: str, records: Iterable[tuple[bytes, bytes | None]]) -> Recover
             pending.clear()
             recovered.seq, recovered.offset = seq, payload
         else:
-            pending[name] = None if payload is None else orjson.dumps(payload)
+            pending[name] = None if payload is None else kept(orjson.dumps(payload))
     return recovered
 
 

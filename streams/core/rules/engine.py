@@ -80,6 +80,7 @@ from streams.core.rules.detectors import (
 from streams.core.rules.detectors._base import Group, freeze
 from streams.core.rules.lifecycle import Lifecycle, Observation
 from streams.core.rules.plan import FIRST, THEN, RuleInput
+from streams.core.sizing import kept
 
 __all__ = ["BadInput", "LateInput", "RuleEngine", "RuleEvaluator", "group_key"]
 
@@ -317,7 +318,7 @@ class RuleEvaluator:
                 written.discard(group)
             else:
                 continue  # came and went between two checkpoints
-            out.append((group_key(self.name, group), payload))
+            out.append((group_key(self.name, group), None if payload is None else kept(payload)))
         return out
 
     def restore_grouped(self, rule_doc: Any, groups: list[bytes]) -> None:
@@ -471,7 +472,7 @@ class RuleEngine:
         clock.watermark_at_active = max(clock.watermark, clock.newest_ms - self.allowed_lateness_ms)
         if clock.following and item.at_ms > clock.watermark:
             self._arrivals += 1
-            entry = (item.at_ms, item.to_json(), self._arrivals, item, offset, stamp)
+            entry = (item.at_ms, kept(item.to_json()), self._arrivals, item, offset, stamp)
             heapq.heappush(clock.pending, entry)
             self.pending += 1
             if offset is not None:

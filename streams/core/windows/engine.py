@@ -59,6 +59,7 @@ from models.errors import EventTimeError, GroupFieldMissing
 from models.families import DISCRIMINATORS, TIME_FIELDS
 from models.results import WindowResult
 from streams.core.progress import NEVER, Frontier, Progress
+from streams.core.sizing import kept
 from streams.core.windows.plan import MISSING, TIME_RANGE_MS, Plan, event_time_ms
 from streams.core.windows.statistics import MAX_DISTINCT_EXACT
 from streams.core.windows.store import PaneKey, PaneStore, RocksPartition, RocksStores
@@ -568,7 +569,7 @@ class WindowEngine:
             panes = p.panes[plan.index]
             for pk in dirty:
                 acc = panes.get(pk)  # dirty ones are cached: no disk read
-                payload = None if acc is None else orjson.dumps(plan.layout.dump(acc))
+                payload = None if acc is None else kept(orjson.dumps(plan.layout.dump(acc)))
                 state_key = self._state_key(plan, pk)
                 out.append((state_key, payload))
                 if spill is not None:

@@ -34,6 +34,7 @@ from models.aggregates import Aggregate
 from models.derived import AQI_AGGREGATE, AQI_SOURCE_AGGREGATE, unsuitable
 from models.results import WindowResult
 from streams.core.aqi import POLLUTANTS, hourly_aqi, nowcast, sub_index
+from streams.core.sizing import kept
 
 __all__ = ["HOURS", "STATE_PREFIX", "HourlyAqi"]
 
@@ -219,7 +220,7 @@ class HourlyAqi:
         for station_id, start in sorted(p.dirty):
             hours = p.stations.get(station_id)
             means = None if hours is None else hours.get(start)
-            payload = None if means is None else orjson.dumps(means)
+            payload = None if means is None else kept(orjson.dumps(means))
             out.append((f"{STATE_PREFIX}{station_id}|{start}", payload))
         p.dirty.clear()
         return out
