@@ -20,7 +20,7 @@ None) at checkpoint n + 1, so compaction eventually drops dead keys.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.core.sizing import kept
 
-__all__ = ["CHANGELOG_CONFIG", "Checkpointer", "Recovered", "read_to_end", "replay"]
+__all__ = [
+    "CHANGELOG_CONFIG",
+    "Checkpointer",
+    "Recovered",
+    "Replay",
+    "read_to_end",
+    "replay",
+    "stream",
+]
 
 CHECKPOINT = "@checkpoint"
 
@@ -51,31 +59,48 @@ class Recovered:
     items: dict[str, bytes] = field(default_factory=dict)  # state key → payload
 
 
+class Replay:
+    """Rebuilds the state of the input topics that share one changelog partition, fed
+    its records in log order, a batch at a time (`stream`): nothing but the state itself
+    and one unfinished checkpoint's records is held, however long the log."""
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self.recovered: dict[str, Recovered] = {topic: Recovered() for topic in topics}
+        self._prefixes = {topic.encode() + b"|": topic for topic in self.recovered}
+        #: Per topic, what was written after the last checkpoint record seen so far.
+        self._pending: dict[str, dict[str, bytes | None]] = {t: {} for t in self.recovered}
+
+    def feed(self, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+        prefixes = self._prefixes
+        for key, value in records:
+            bar = key.find(b"|")
+            topic = prefixes.get(key[: bar + 1]) if bar >= 0 else None
+            if topic is None:
+                continue  # an input topic this worker was not assigned
+            recovered, pending = self.recovered[topic], self._pending[topic]
+            name = key[bar + 1 :].decode()
+            if value is None:  # a real tombstone follows a committed deletion
+                recovered.items.pop(name, None)
+                pending.pop(name, None)
+                continue
+            seq, payload = orjson.loads(value)
+            if name == CHECKPOINT:
+                for pending_name, pending_payload in pending.items():
+                    if pending_payload is None:
+                        recovered.items.pop(pending_name, None)
+                    else:
+                        recovered.items[pending_name] = pending_payload
+                pending.clear()
+                recovered.seq, recovered.offset = seq, payload
+            else:
+                pending[name] = None if payload is None else kept(orjson.dumps(payload))
+
+
 def replay(topic: str, records: Iterable[tuple[bytes, bytes | None]]) -> Recovered:
     """Rebuild one input partition's state from its changelog records, in log order."""
-    prefix = topic.encode() + b"|"
-    recovered = Recovered()
-    pending: dict[str, Any] = {}  # written after the last checkpoint seen so far
-    for key, value in records:
-        if not key.startswith(prefix):
-            continue  # another input topic sharing this changelog partition
-        name = key[len(prefix) :].decode()
-        if value is None:  # a real tombstone follows a committed deletion
-            recovered.items.pop(name, None)
-            pending.pop(name, None)
-            continue
-        seq, payload = orjson.loads(value)
-        if name == CHECKPOINT:
-            for pending_name, pending_payload in pending.items():
-                if pending_payload is None:
-                    recovered.items.pop(pending_name, None)
-                else:
-                    recovered.items[pending_name] = pending_payload
-            pending.clear()
-            recovered.seq, recovered.offset = seq, payload
-        else:
-            pending[name] = None if payload is None else kept(orjson.dumps(payload))
-    return recovered
+    rebuilt = Replay([topic])
+    rebuilt.feed(records)
+    return rebuilt.recovered[topic]
 
 
 class Checkpointer:
@@ -110,7 +135,15 @@ class Checkpointer:
 async def read_to_end(
     options: dict[str, Any], topic: str, partition: int, idle_rounds: int = 3
 ) -> list[tuple[bytes, bytes | None]]:
-    """Every record of one partition, read up to the high watermark of the fetch
+    """Every record of one partition (for tests and tools; recovery streams)."""
+    return [record async for batch in stream(options, topic, partition, idle_rounds)
+            for record in batch]  # fmt: skip
+
+
+async def stream(
+    options: dict[str, Any], topic: str, partition: int, idle_rounds: int = 3
+) -> AsyncIterator[list[tuple[bytes, bytes | None]]]:
+    """The records of one partition in batches, up to the high watermark of the fetch
     responses — not ListOffsets, which some brokers answer wrongly."""
     consumer = AIOKafkaConsumer(
         **options,
@@ -123,20 +156,20 @@ async def read_to_end(
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
-        records: list[tuple[bytes, bytes | None]] = []
         empty_rounds = 0
         while True:
             batch = await consumer.getmany(tp, timeout_ms=200, max_records=10_000)
             fetched = batch.get(tp, [])
-            records += [(r.key or b"", r.value) for r in fetched]
+            if fetched:
+                yield [(r.key or b"", r.value) for r in fetched]
             highwater = consumer.highwater(tp)
             position = await consumer.position(tp)
             if highwater is not None and position >= highwater:
-                return records
+                return
             empty_rounds = 0 if fetched else empty_rounds + 1
             if highwater is None and empty_rounds >= idle_rounds:
                 # No fetch response has carried a high watermark: the partition is empty.
-                return records
+                return
             await asyncio.sleep(0)
     finally:
         await consumer.stop()

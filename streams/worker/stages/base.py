@@ -18,7 +18,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
@@ -30,7 +30,7 @@ from models.errors import DeliveryFailed, RecordTooLarge
 from streams.core import progress
 from streams.core.ingest import Rejected, dead_letter, dead_letter_key, internal_reason
 from streams.core.progress import Frontier
-from streams.worker.changelog import Checkpointer, Recovered, read_to_end
+from streams.worker.changelog import Checkpointer, Recovered, Replay, stream
 from streams.worker.kafka import client_options
 from streams.worker.metrics import Metrics
 from streams.worker.settings import Settings
@@ -490,9 +490,17 @@ class ChangelogStage(BatchStage):
         self.changelog = changelog_topic(settings.app_id, self.name)
         self._checkpointers: dict[TopicPartition, Checkpointer] = {}
 
-    async def read_changelog(self, partition: int) -> list[tuple[bytes, bytes | None]]:
-        """Every record of one changelog partition, to its true end."""
-        return await read_to_end(self.options, self.changelog, partition)
+    async def recover(self, partition: int, topics: Iterable[str]) -> dict[str, Recovered]:
+        """The state of each input topic's partition `partition`, streamed from the
+        changelog to its true end."""
+        rebuilt = Replay(topics)
+        async for records in self.changelog_batches(partition):
+            rebuilt.feed(records)
+        return rebuilt.recovered
+
+    def changelog_batches(self, partition: int) -> AsyncIterator[list[tuple[bytes, bytes | None]]]:
+        """One changelog partition's records in batches, to its true end."""
+        return stream(self.options, self.changelog, partition)
 
     def resume(self, tp: TopicPartition, recovered: Recovered) -> None:
         """Checkpoint on from the recovered state, and read on from the input offset saved

@@ -26,7 +26,6 @@ from aiokafka import TopicPartition
 
 from streams.core.cases import BacklogReporter, CaseBook
 from streams.core.progress import is_progress
-from streams.worker.changelog import replay
 from streams.worker.metrics import Metrics
 from streams.worker.settings import Settings
 from streams.worker.stages.base import ChangelogStage
@@ -131,7 +130,7 @@ class CaseStage(ChangelogStage):
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
-            recovered = replay(tp.topic, await self.read_changelog(tp.partition))
+            recovered = (await self.recover(tp.partition, [tp.topic]))[tp.topic]
             book = CaseBook(
                 self.closed_ttl_ms,
                 max_open_per_agency=self.max_open_per_agency,

@@ -41,7 +41,6 @@ from streams.core.rules.engine import BadInput, LateInput, RuleEngine
 from streams.core.rules.plan import RouteTable, RuleInput
 from streams.core.windows import Aggregate
 from streams.worker import topics
-from streams.worker.changelog import replay
 from streams.worker.metrics import Metrics
 from streams.worker.settings import Settings
 from streams.worker.stages.base import BatchStage, ChangelogStage
@@ -392,7 +391,7 @@ class RuleStage(ChangelogStage):
 
     async def on_assigned(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
-            recovered = replay(tp.topic, await self.read_changelog(tp.partition))
+            recovered = (await self.recover(tp.partition, [tp.topic]))[tp.topic]
             seen = self.lineage[tp] = Lineage()
             if (applied := recovered.items.pop(LINEAGE_KEY, None)) is not None:
                 seen.load(applied)

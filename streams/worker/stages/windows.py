@@ -31,7 +31,6 @@ from streams.core.lineage import Lineage
 from streams.core.progress import Frontier, Heartbeat, Progress, decode, is_progress
 from streams.core.windows import HourlyAqi, LateEvent, WindowEngine, WindowResult
 from streams.core.windows.store import RocksStores
-from streams.worker.changelog import replay
 from streams.worker.metrics import LatestFinals, Metrics
 from streams.worker.settings import Settings
 from streams.worker.stages.base import ChangelogStage
@@ -242,9 +241,9 @@ class WindowStage(ChangelogStage):
             by_partition[tp.partition].append(tp)
         for partition, tps in by_partition.items():
             # Every validated topic's partition p checkpoints to changelog partition p.
-            records = await self.read_changelog(partition)
+            states = await self.recover(partition, [tp.topic for tp in tps])
             for tp in tps:
-                recovered = replay(tp.topic, records)
+                recovered = states[tp.topic]
                 seen = self.lineage[tp] = Lineage()
                 if (applied := recovered.items.pop(LINEAGE_KEY, None)) is not None:
                     seen.load(applied)

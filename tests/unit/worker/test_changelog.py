@@ -1,4 +1,4 @@
-from streams.worker.changelog import Checkpointer, replay
+from streams.worker.changelog import Checkpointer, Replay, replay
 
 TOPIC = "ioc.city.validated"
 
@@ -47,3 +47,18 @@ def test_sequence_continues_after_recovery():
     resumed = Checkpointer(TOPIC, replay(TOPIC, log).seq)
     log += resumed.records([("w", b"[2]")], next_offset=6)
     assert replay(TOPIC, log).items == {"w": b"[2]"}
+
+
+def test_a_log_fed_in_batches_rebuilds_every_topic_of_the_partition_at_once():
+    city, security = Checkpointer(TOPIC), Checkpointer("ioc.security.validated")
+    log = city.records([("w1", b"[1]"), ("w2", b"[2]")], next_offset=10)
+    log += security.records([("w", b"[9]")], next_offset=7)
+    log += city.records([("w1", b"[3]"), ("w2", None)], next_offset=20)
+    log += city.records([("w1", b"[4]")], next_offset=30)[:1]  # cut short by a crash
+    rebuilt = Replay([TOPIC, "ioc.security.validated"])
+    for start in range(0, len(log), 2):  # as a stream delivers it: batch by batch
+        rebuilt.feed(log[start : start + 2])
+    assert rebuilt.recovered[TOPIC] == replay(TOPIC, log)
+    assert rebuilt.recovered[TOPIC].items == {"w1": b"[3]"}
+    assert rebuilt.recovered[TOPIC].offset == 20
+    assert rebuilt.recovered["ioc.security.validated"].items == {"w": b"[9]"}

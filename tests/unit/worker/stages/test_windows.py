@@ -117,11 +117,11 @@ async def test_state_checkpointed_together_and_restored_apart(monkeypatch):
     assert any(k.startswith(f"{TP.topic}|air_station_1h#") for k in keys)
     assert keys[-1] == f"{TP.topic}|@checkpoint"  # one checkpoint for both
 
-    async def read_changelog(partition: int) -> list:
-        return [(key, value) for _, _, key, value in saved]
+    async def changelog_batches(partition: int):
+        yield [(key, value) for _, _, key, value in saved]
 
     second = stage()
-    monkeypatch.setattr(second, "read_changelog", read_changelog)
+    monkeypatch.setattr(second, "changelog_batches", changelog_batches)
     await second.on_assigned([TP])
     # Neither side took the other's keys for stale state to tombstone.
     assert second.state_records(TP, 18) == []
@@ -211,11 +211,11 @@ async def test_events_ingest_produced_again_after_a_crash_count_once_also_after_
     again = [Record(r.value, 12 + n, headers=r.headers) for n, r in enumerate(sent)]
     saved = twice.state_records(TP, 12)
 
-    async def read_changelog(partition: int) -> list:
-        return [(key, value) for _, _, key, value in saved]
+    async def changelog_batches(partition: int):
+        yield [(key, value) for _, _, key, value in saved]
 
     restored = stage()
-    monkeypatch.setattr(restored, "read_changelog", read_changelog)
+    monkeypatch.setattr(restored, "changelog_batches", changelog_batches)
     await restored.on_assigned([TP])
     await handle(restored, again)
     later = from_ingest(readings(range(5, 6), first_offset=30), source_offset=200)
