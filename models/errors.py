@@ -31,7 +31,7 @@ The builtin in brackets is a second base, kept so that `except ValueError` and
 `except RuntimeError` catch what they always caught.
 
 InvalidEvent carries what the dead letter records:
-  .error              machine-readable kind: json | schema | too_large | late
+  .error              machine-readable kind: json | schema | too_large | too_deep
   .reason             human-readable, naming the field path:
                       "pm25: value is not a finite number"
   .field              the path of the first offending field, if any

@@ -116,6 +116,7 @@ class BadInput:
     item: RuleInput
     offset: int | None
     reason: str
+    error: str = "schema"  # or `internal`: a bug met on this input (per-record isolation)
 
 
 #: A pending input: (event time, the input as JSON for a deterministic tie-break,
@@ -523,6 +524,10 @@ class RuleEngine:
             observation = evaluator.observe(item)
         except (ValueError, TypeError) as exc:
             self.bad.append(BadInput(item, offset, f"not a rule input: {exc!r}"))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug: this input alone is dead-lettered
+            reason = f"internal error in rules: {type(exc).__name__}: {str(exc)[:500]}"
+            self.bad.append(BadInput(item, offset, reason, "internal"))
             return
         if evaluator.kind == "absence":
             out += evaluator.evictions()

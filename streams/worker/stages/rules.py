@@ -339,7 +339,7 @@ class RuleStage(ChangelogStage):
         inputs raised when their turn came."""
         bad, engine.bad = engine.bad, []
         for refused in bad:
-            await self.reject(_Refused(tp, refused), "schema", refused.reason, family="rules")
+            await self.reject(_Refused(tp, refused), refused.error, refused.reason, family="rules")
         now = time.time()
         for stamp in engine.fired_stamps:
             self.metrics.alert_latency.observe(max(now - stamp / 1000, 0.0))
