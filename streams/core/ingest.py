@@ -256,28 +256,33 @@ def dead_letter_key(key: bytes | None) -> bytes | None:
 
 
 class RecentIds:
-    """Event ids seen within a horizon, bounded in count: drops exact duplicates.
+    """Event ids seen within a horizon, bounded in count and bytes: drops exact
+    duplicates.
 
-    Remembered per worker process (not across restarts or workers): duplicates that
-    survive it are harmless downstream, whose outputs have deterministic identities.
+    Each id is remembered as its 16-byte BLAKE2b digest, whatever its length (a free
+    `event.id` may be long), so the memory is at most `max_ids` × ~180 bytes (36 MB at
+    the default 200,000). Remembered per worker process (not across restarts or
+    workers): duplicates that survive it are harmless downstream, whose outputs have
+    deterministic identities.
     """
 
     def __init__(self, horizon_s: float, max_ids: int) -> None:
         self._horizon = horizon_s
         self._max = max_ids
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def seen(self, event_id: str, now: float) -> bool:
         """True if the id was seen within the horizon; remembers it either way."""
+        key = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         seen = self._seen
         oldest_allowed = now - self._horizon
         while seen and (len(seen) >= self._max or next(iter(seen.values())) < oldest_allowed):
             seen.popitem(last=False)
-        if event_id in seen:
+        if key in seen:
             return True
         if self._max:
-            seen[event_id] = now
+            seen[key] = now
         return False

@@ -152,3 +152,19 @@ def test_recent_ids_stay_bounded():
         recent.seen(str(number), now=number / 1000)
     assert len(recent) == 1000
     assert not recent.seen("0", now=11)  # evicted by the bound
+
+
+def test_recent_ids_cost_the_same_whatever_the_id_length():
+    import tracemalloc
+
+    recent = RecentIds(horizon_s=3600, max_ids=1000)
+    tracemalloc.start()
+    try:
+        for n in range(1000):
+            recent.seen(f"{n}-" + "x" * 10_000, now=1.0)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(recent) == 1000
+    assert held < 1000 * 400  # digests, not the 10 KB ids
+    assert recent.seen("7-" + "x" * 10_000, now=2.0)
