@@ -134,6 +134,12 @@ class Metrics:
             "IOC_CASES__OPEN_TTL_S of event time).",
             ["reason"], registry=self.registry,
         )  # fmt: skip
+        self.window_panes = Gauge(
+            "ioc_windows_panes",
+            "Window accumulators held by this worker (one per group and pane of an open "
+            "window, in RAM or the RocksDB store), by family.",
+            ["family"], registry=self.registry,
+        )  # fmt: skip
         self.window_values_skipped = Counter(
             "ioc_windows_values_skipped",
             "Values left out of an aggregate because adding them would have made a sum "

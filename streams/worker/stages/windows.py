@@ -217,6 +217,7 @@ class WindowStage(ChangelogStage):
         for topic, engine in self.engines.items():
             for partition, results in engine.advance_partitions(now_ms).items():
                 await self._emit_results(topic, partition, results)
+            self.metrics.window_panes.labels(self.family[topic]).set(engine.state_entries())
             for aggregate, skipped in engine.skipped_values().items():
                 if skipped > (before := self._skipped.get(aggregate, 0)):
                     self.metrics.window_values_skipped.labels(aggregate).inc(skipped - before)
