@@ -18,6 +18,7 @@ import asyncio
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -220,13 +221,19 @@ def _floods(run: str) -> list[tuple[str, bytes]]:
 
 
 def _metric_lines(worker: Worker) -> list[str]:
-    with urllib.request.urlopen(worker.url("/metrics"), timeout=5) as response:
+    with urllib.request.urlopen(worker.url("/metrics"), timeout=30) as response:
         return response.read().decode().splitlines()
 
 
 def _lag(worker: Worker) -> float:
+    """Records left to read by all stages; infinite while the worker is too busy to
+    answer (a batch of a flood, or its checkpoint, holds the event loop for seconds)."""
+    try:
+        lines = _metric_lines(worker)
+    except (TimeoutError, urllib.error.URLError):
+        return float("inf")
     total = 0.0
-    for line in _metric_lines(worker):
+    for line in lines:
         if line.startswith("ioc_consumer_lag_records{"):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -234,7 +241,7 @@ def _lag(worker: Worker) -> float:
 
 def _health(worker: Worker) -> tuple[int, dict[str, Any]]:
     try:
-        with urllib.request.urlopen(worker.url("/health"), timeout=5) as response:
+        with urllib.request.urlopen(worker.url("/health"), timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
