@@ -139,6 +139,8 @@ NOT_THE_RECORD: tuple[type[BaseException], ...] = (KafkaError, DeliveryFailed, O
 LOG_EVERY_S = 10.0
 #: A stage whose every record has failed for this long is unhealthy in /health.
 FAILING_AFTER_S = 30.0
+#: Longest a stage handles records without letting the event loop's other tasks run.
+YIELD_EVERY_S = 0.05
 
 
 class Isolation:
@@ -149,7 +151,10 @@ class Isolation:
     stop the worker. One object per stage, re-armed per record: no allocation on the
     hot path."""
 
-    __slots__ = ("_family", "_logged_at", "_record", "_stage", "_suppressed", "failing_since")
+    __slots__ = (
+        "_family", "_logged_at", "_record", "_stage", "_suppressed", "_yielded_at",
+        "failing_since",
+    )  # fmt: skip
 
     def __init__(self, stage: BatchStage) -> None:
         self._stage = stage
@@ -157,6 +162,7 @@ class Isolation:
         self._family = ""
         self._logged_at = -LOG_EVERY_S
         self._suppressed = 0
+        self._yielded_at = 0.0
         #: Monotonic time of the first failure since the last record handled well.
         self.failing_since: float | None = None
 
@@ -170,6 +176,12 @@ class Isolation:
     async def __aexit__(self, kind: Any, exc: BaseException | None, traceback: Any) -> bool:
         if exc is None:
             self.failing_since = None
+            now = time.perf_counter()
+            if now - self._yielded_at > YIELD_EVERY_S:
+                # A batch of flood messages is seconds of work: let /health, /metrics
+                # and the consumer's heartbeats through between records.
+                self._yielded_at = now
+                await asyncio.sleep(0)
             return False
         too_large = isinstance(exc, RecordTooLarge | MessageSizeTooLargeError)
         if not isinstance(exc, Exception) or (isinstance(exc, NOT_THE_RECORD) and not too_large):
