@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from models.common import EventTime, event_config
+from models.common import EventTime, event_config, quoted
 from models.errors import InvalidEvent
 from models.validation import validate
 
@@ -52,7 +52,7 @@ def _ip(value: str) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise PydanticCustomError(
-            "ip", "{value} is not a valid IPv4 or IPv6 address", {"value": repr(value)}
+            "ip", "{value} is not a valid IPv4 or IPv6 address", {"value": quoted(value)}
         ) from None
 
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from models.common import quoted
 from models.errors import InvalidEvent
 
 __all__ = ["reason_from", "validate", "validate_tagged"]
@@ -52,6 +53,6 @@ def validate_tagged(
     value = obj.get(tag)
     model = models.get(value) if isinstance(value, str) else None
     if model is None:
-        problem = "field required" if value is None else f"unknown {tag} {value!r}"
+        problem = "field required" if value is None else f"unknown {tag} {quoted(value)}"
         raise InvalidEvent(f"{tag}: {problem}; expected one of {', '.join(models)}", field=tag)
     return validate(model, obj, context)
