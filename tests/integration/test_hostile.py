@@ -32,7 +32,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from models.deadletter import DeadLetter
-from streams.worker.topics import AGGREGATES, DEADLETTER, SOURCE, VALIDATED, rule_inputs
+from streams.worker.topics import AGGREGATES, ALERTS, DEADLETTER, SOURCE, VALIDATED, rule_inputs
 from tests.conftest import air_quality, auth_failure, dossier
 from tests.integration.conftest import BROKERS, Worker, consume, start_broker
 
@@ -220,6 +220,15 @@ def _floods(run: str) -> list[tuple[str, bytes]]:
     return messages
 
 
+def flood_reading(run: str) -> dict[str, Any]:
+    """A water level over its danger level from a gauge that does not say its area:
+    grouped under `unknown`, it must still fire."""
+    return {
+        "type": "FloodMonitoring", "refDevice": f"WL-{run}", "dateObserved": at(-30),
+        "currentLevel": 9.0, "dangerLevel": 5.0,
+    }  # fmt: skip
+
+
 def _metric_lines(worker: Worker) -> list[str]:
     with urllib.request.urlopen(worker.url("/metrics"), timeout=30) as response:
         return response.read().decode().splitlines()
@@ -271,6 +280,7 @@ class Outcome:
     drained_s: float
     internal_letters: list[DeadLetter]
     approximate_finals: list[dict[str, Any]]
+    flood_alerts: list[dict[str, Any]]
     run: str
 
 
@@ -286,6 +296,7 @@ async def _produce_all(bootstrap: str, app_id: str, cases: list[Case], run: str)
             await producer.send(SOURCE["city"], orjson.dumps(reading(f"good-{run}-{good}")))
         for topic, value in _floods(run):
             await producer.send(topic, value)
+        await producer.send(SOURCE["city"], orjson.dumps(flood_reading(run)))
         last = await producer.send(SOURCE["city"], orjson.dumps(reading(f"last-{run}")))
         await last
     finally:
@@ -340,7 +351,12 @@ def _run(bootstrap: str, directory: Path) -> Outcome:
                     lambda kept: _final_count(kept) >= 50_000,
                     timeout=150)
         )  # fmt: skip
+        gauge = f"WL-{run}".encode()
+        alerts = asyncio.run(
+            consume(bootstrap, ALERTS, lambda r: gauge in (r.value or b""), bool, timeout=60)
+        )
         return Outcome(
+            flood_alerts=[orjson.loads(r.value) for r in alerts],
             cases=cases,
             letters=by_position,
             letter_sizes=[len(r.value) for r in letters],
@@ -401,6 +417,13 @@ def test_a_distinct_count_beyond_its_limit_is_an_approximate_final(outcome: Outc
         assert result["approximate"] == ["source.ip_distinct", "user.name_distinct"]
         estimate = result["statistics"]["user.name_distinct"]
         assert abs(estimate - result["count"]) < 0.05 * result["count"]
+
+
+def test_a_reading_without_its_group_field_still_fires(outcome: Outcome) -> None:
+    [alert, *_] = outcome.flood_alerts
+    assert alert["labels"]["alertname"] == "water_above_danger_level"
+    assert alert["labels"]["areaServed"] == "unknown"
+    assert alert["state"] == "firing"
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
