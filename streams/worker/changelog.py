@@ -13,6 +13,8 @@ flushed are the input offsets committed to the consumer group. Recovery applies,
 key, the last value written at or before the last checkpoint record: the records of a
 checkpoint cut short by a crash are ignored, and the values they overwrote are still
 in the log because the topic keeps records `min.compaction.lag.ms` before compacting.
+The first checkpoint after a recovery writes those keys again, as recovered
+(`Recovered.abandoned`): its checkpoint record would otherwise adopt them too.
 A state deleted at checkpoint n (payload null) is tombstoned for real (Kafka value
 None) at checkpoint n + 1, so compaction eventually drops dead keys.
 """
@@ -57,6 +59,11 @@ class Recovered:
     seq: int = 0
     offset: int | None = None  # next input offset to read; None: never checkpointed
     items: dict[str, bytes] = field(default_factory=dict)  # state key → payload
+    #: The keys a checkpoint cut short by a crash wrote after the last complete one, with
+    #: what that one holds for them (None: nothing). The next checkpoint must write them
+    #: again (`Checkpointer`): else its checkpoint record would adopt those values too,
+    #: state from further on than the offset it saves.
+    abandoned: dict[str, bytes | None] = field(default_factory=dict)
 
 
 class Replay:
@@ -65,10 +72,18 @@ class Replay:
     and one unfinished checkpoint's records is held, however long the log."""
 
     def __init__(self, topics: Iterable[str]) -> None:
-        self.recovered: dict[str, Recovered] = {topic: Recovered() for topic in topics}
-        self._prefixes = {topic.encode() + b"|": topic for topic in self.recovered}
+        self._recovered: dict[str, Recovered] = {topic: Recovered() for topic in topics}
+        self._prefixes = {topic.encode() + b"|": topic for topic in self._recovered}
         #: Per topic, what was written after the last checkpoint record seen so far.
-        self._pending: dict[str, dict[str, bytes | None]] = {t: {} for t in self.recovered}
+        self._pending: dict[str, dict[str, bytes | None]] = {t: {} for t in self._recovered}
+
+    @property
+    def recovered(self) -> dict[str, Recovered]:
+        """Per topic, its state as of the records fed so far."""
+        for topic, recovered in self._recovered.items():
+            items = recovered.items
+            recovered.abandoned = {name: items.get(name) for name in self._pending[topic]}
+        return self._recovered
 
     def feed(self, records: Iterable[tuple[bytes, bytes | None]]) -> None:
         prefixes = self._prefixes
@@ -77,7 +92,7 @@ class Replay:
             topic = prefixes.get(key[: bar + 1]) if bar >= 0 else None
             if topic is None:
                 continue  # an input topic this worker was not assigned
-            recovered, pending = self.recovered[topic], self._pending[topic]
+            recovered, pending = self._recovered[topic], self._pending[topic]
             name = key[bar + 1 :].decode()
             if value is None:  # a real tombstone follows a committed deletion
                 recovered.items.pop(name, None)
@@ -104,12 +119,23 @@ def replay(topic: str, records: Iterable[tuple[bytes, bytes | None]]) -> Recover
 
 
 class Checkpointer:
-    """The changelog records of successive checkpoints of one input partition."""
+    """The changelog records of successive checkpoints of one input partition.
 
-    def __init__(self, topic: str, seq: int = 0) -> None:
+    `abandoned` (`Recovered.abandoned`): what a checkpoint cut short by a crash wrote
+    after the one recovered, to write again at the first checkpoint, as the recovered
+    state has it, unless the state changed since (then it is dirty anyway). Replay applies
+    everything written before a checkpoint record, so without this the first checkpoint
+    after a recovery would also adopt the values of the one cut short: state from further
+    on than its offset (inputs applied twice, a lineage that drops inputs never applied),
+    for good once compaction has removed the values they overwrote."""
+
+    def __init__(
+        self, topic: str, seq: int = 0, abandoned: dict[str, bytes | None] | None = None
+    ) -> None:
         self._prefix = topic + "|"
         self.seq = seq
         self._deleted: list[str] = []  # deleted at the previous checkpoint
+        self._abandoned = dict(abandoned or {})
 
     def records(
         self, dirty: Iterable[tuple[str, bytes | None]], next_offset: int
@@ -120,6 +146,11 @@ class Checkpointer:
             ((self._prefix + name).encode(), None) for name in self._deleted
         ]
         deleted = []
+        dirty = list(dirty)
+        if self._abandoned:
+            written = {name for name, _ in dirty}
+            dirty[:0] = [(n, p) for n, p in self._abandoned.items() if n not in written]
+            self._abandoned = {}
         for name, payload in dirty:
             key = (self._prefix + name).encode()
             if payload is None:

@@ -21,7 +21,8 @@ comes once its rule's watermark passes the input that raised it. The inputs pend
 on a partition are at most `max_pending`; past that the oldest is applied at once
 (counted in `overflowed`). They are state: the checkpoint keeps which input offsets
 were pending (`@pending`, a bitmap), and a recovered partition re-reads from the
-oldest of them, skipping what was already applied (`skip`).
+oldest of them, skipping what was already applied (`skip`); its time waits until it has
+read them all again (`restoring`).
 
 A rule none of whose sources has sent progress (inputs from a foreign producer, or
 `ioc backtest`) keeps the older rule: the newest input time of that rule minus the
@@ -423,6 +424,9 @@ class RuleEngine:
         self.resume_from: int | None = None
         self._replay_until = -1
         self._replay_keep: set[int] = set()
+        self._replay_last: int | None = None  # the last of them
+        #: The end (`to`) of the pending bitmap last checkpointed or restored; None: none.
+        self._pending_to: int | None = None
 
     def _fresh(self, name: str) -> RuleEvaluator:
         return RuleEvaluator(self._rules[name], name in self._summed, self.max_groups)
@@ -451,6 +455,13 @@ class RuleEngine:
     def rereading(self, offset: int) -> bool:
         """Whether the input at `offset` is one pending at the checkpoint, read again."""
         return offset < self._replay_until and offset in self._replay_keep
+
+    def restoring(self, position: int) -> bool:
+        """Whether inputs pending at the checkpoint this engine was restored from are
+        still to be read again, reading on from `position`. Until they are, its time must
+        not move (`advance`): the restored progress is the checkpoint's, ahead of them,
+        and would judge them late, or let the timers they come before act first."""
+        return self._replay_last is not None and position <= self._replay_last
 
     def process(
         self, item: RuleInput, now_ms: int, offset: int | None = None, stamp: int | None = None
@@ -647,7 +658,11 @@ class RuleEngine:
         dirty: list[tuple[str, bytes | None]] = []
         for name in sorted(self.evaluators):
             dirty += self.evaluators[name].take_dirty(name in self._dirty)
-        if self._pending_dirty and position is not None:
+        if position is not None and (
+            self._pending_dirty or (self._pending_to is not None and self._pending_to < position)
+        ):
+            # Also when only the position moved: below the bitmap's end is what it names,
+            # above it what was applied; a restore would read that span again.
             dirty.append((PENDING, self._pending_record(position)))
             self._pending_dirty = False
         if self._meta_dirty:
@@ -659,17 +674,32 @@ class RuleEngine:
         return dirty
 
     def _pending_record(self, position: int) -> bytes:
-        """Which offsets below `position` are pending: the oldest, and a bitmap from it."""
+        """Which offsets below `position` are pending: the oldest, and a bitmap from it.
+
+        While a restored engine is still reading again what was pending at its checkpoint
+        (`position` below `_replay_until`), the inputs of that checkpoint not read again
+        yet are pending too, and what lies between them up to `_replay_until` was applied
+        before it: the bitmap keeps both, or a second restore would lose the first and
+        apply the second twice."""
         offsets = self.pending_offsets
+        until = position
+        if position < self._replay_until:
+            offsets = offsets | {offset for offset in self._replay_keep if offset >= position}
+            until = self._replay_until
         if not offsets:
-            return b"{}"
-        start = min(offsets)
-        bits = bytearray((position - start + 7) // 8)
+            if until == position:
+                self._pending_to = None
+                return b"{}"
+            start = until  # nothing pending: read on from the end of what was applied
+        else:
+            start = min(offsets)
+        bits = bytearray((until - start + 7) // 8)
         for offset in offsets:
             index = offset - start
             bits[index >> 3] |= 1 << (index & 7)
         packed = base64.b64encode(zlib.compress(bytes(bits))).decode()
-        return orjson.dumps({"from": start, "to": position, "bits": packed})
+        self._pending_to = until
+        return orjson.dumps({"from": start, "to": until, "bits": packed})
 
     def _load_pending(self, payload: bytes) -> None:
         doc = orjson.loads(payload)
@@ -677,9 +707,11 @@ class RuleEngine:
             return
         start, bits = doc["from"], zlib.decompress(base64.b64decode(doc["bits"]))
         self.resume_from, self._replay_until = start, doc["to"]
+        self._pending_to = doc["to"]
         self._replay_keep = {
             start + index for index in range(len(bits) * 8) if bits[index >> 3] & (1 << (index & 7))
         }
+        self._replay_last = max(self._replay_keep, default=None)
 
     def restore(self, items: Iterable[tuple[str, bytes]]) -> list[str]:
         """Load checkpointed state; returns the keys of rules that no longer exist (their

@@ -518,7 +518,7 @@ class ChangelogStage(BatchStage):
         """Checkpoint on from the recovered state, and read on from the input offset saved
         with it — not the group's: they differ when a crash fell between a changelog
         flush and the commit."""
-        self._checkpointers[tp] = Checkpointer(tp.topic, recovered.seq)
+        self._checkpointers[tp] = Checkpointer(tp.topic, recovered.seq, recovered.abandoned)
         if recovered.offset is not None:
             self.consumer.seek(tp, recovered.offset)
             self.positions[tp] = recovered.offset

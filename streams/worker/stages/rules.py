@@ -311,8 +311,11 @@ class RuleStage(ChangelogStage):
         consumer = self.consumer
         for tp, engine in self.engines.items():
             highwater = consumer.highwater(tp)
-            if highwater is None or self.positions.get(tp, -1) < highwater:
+            position = self.positions.get(tp, -1)
+            if highwater is None or position < highwater:
                 engine.keep_alive(now_ms)  # still reading: not idle
+            if engine.restoring(position):
+                continue  # time waits for the inputs pending at the checkpoint
             overflowed, replayed = engine.overflowed, engine.replayed
             alerts = engine.advance(now_ms)
             if alerts:

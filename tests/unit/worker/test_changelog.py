@@ -62,3 +62,34 @@ def test_a_log_fed_in_batches_rebuilds_every_topic_of_the_partition_at_once():
     assert rebuilt.recovered[TOPIC].items == {"w1": b"[3]"}
     assert rebuilt.recovered[TOPIC].offset == 20
     assert rebuilt.recovered["ioc.security.validated"].items == {"w": b"[9]"}
+
+
+def test_the_first_checkpoint_after_a_recovery_undoes_the_one_cut_short():
+    writer = Checkpointer(TOPIC)
+    log = writer.records([("w1", b"[1]"), ("w2", b"[2]")], next_offset=10)
+    # State from offset 99 written, then the crash: no checkpoint record.
+    log += writer.records([("w1", b"[100]"), ("w3", b"[300]"), ("w2", b"[200]")], 99)[:2]
+    recovered = replay(TOPIC, log)
+    assert recovered.items == {"w1": b"[1]", "w2": b"[2]"}
+    assert recovered.abandoned == {"w1": b"[1]", "w3": None}
+    resumed = Checkpointer(TOPIC, recovered.seq, recovered.abandoned)
+    log += resumed.records([("w2", b"[20]")], next_offset=12)
+    # Not w1 and w3 of offset 99 adopted with offset 12: both written again as recovered.
+    again = replay(TOPIC, log)
+    assert again.items == {"w1": b"[1]", "w2": b"[20]"} and again.offset == 12
+    assert again.abandoned == {}
+    # Written once: w3's deletion becomes a tombstone at the next checkpoint, as any.
+    after = resumed.records([("w1", b"[2]")], next_offset=13)
+    assert (f"{TOPIC}|w3".encode(), None) in after
+    assert [key for key, _ in after].count(f"{TOPIC}|w1".encode()) == 1
+    assert replay(TOPIC, log + after).items == {"w1": b"[2]", "w2": b"[20]"}
+
+
+def test_what_changed_since_the_recovery_is_written_as_it_is_now():
+    log = Checkpointer(TOPIC).records([("w", b"[1]")], next_offset=1)
+    log += Checkpointer(TOPIC, 1).records([("w", b"[5]")], next_offset=5)[:1]
+    recovered = replay(TOPIC, log)
+    resumed = Checkpointer(TOPIC, recovered.seq, recovered.abandoned)
+    records = resumed.records([("w", None)], next_offset=3)  # deleted since the recovery
+    assert [key for key, _ in records].count(f"{TOPIC}|w".encode()) == 1
+    assert "w" not in replay(TOPIC, log + records).items
