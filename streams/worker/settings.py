@@ -21,6 +21,7 @@ from sinks.webhook import WebhookConfig
 __all__ = [
     "BrokerSettings",
     "CasesSettings",
+    "ConsoleSettings",
     "IngestSettings",
     "KafkaSettings",
     "RulesSettings",
@@ -204,6 +205,31 @@ class WebSettings(_Section):
     port: int = Field(6066, ge=0, le=65535)
 
 
+class ConsoleSettings(_Section):
+    """The operators' console (docs/CONSOLE.md): who may log in, how long a session
+    lasts, how much of the board each worker keeps."""
+
+    users_file: Path | None = Field(
+        None, description="The users file; default <data_dir>/users.json (`ioc users add`)."
+    )
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Signs session cookies; the same on every worker of a deployment. "
+        "Unset: each worker makes its own, and a login holds on that worker only.",
+    )
+    session_ttl_s: float = Field(12 * 3600, gt=0, description="A login lasts this long.")
+    resolved_keep_s: float = Field(
+        900, ge=0, description="A resolved alert stays on the board, dimmed, this long."
+    )
+    max_alerts: int = Field(
+        50_000, ge=100, description="Alerts the board holds; past it the oldest resolved, "
+        "then the oldest firing, leave it (ioc_console_evicted_total).",
+    )  # fmt: skip
+
+    def users_path(self, data_dir: Path) -> Path:
+        return self.users_file if self.users_file is not None else data_dir / "users.json"
+
+
 class BrokerSettings(_Section):
     """The local broker of `ioc broker` and `ioc demo`: the embedded Tansu (memory only)
     or a single-node Apache Kafka (KRaft) from Maven Central jars, for demos and tests."""
@@ -237,4 +263,5 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     sinks: SinksSettings = SinksSettings()
     web: WebSettings = WebSettings()
+    console: ConsoleSettings = ConsoleSettings()
     broker: BrokerSettings = BrokerSettings()
