@@ -77,6 +77,8 @@ class AlertAction(BaseModel):
     until_ms: int | None = None
     reason: Reason | None = None
     text: Text | None = None
+    #: The alert's labels when the operator acted: what an Alertmanager silence matches.
+    labels: dict[str, str] | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> AlertAction:

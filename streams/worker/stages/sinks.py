@@ -22,7 +22,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import orjson
@@ -34,6 +35,7 @@ from streams.core.progress import is_progress
 from streams.worker.metrics import Metrics
 from streams.worker.settings import Settings
 from streams.worker.stages.base import BatchStage
+from streams.worker.topics import ALERTS
 
 __all__ = ["Restorable", "SinkStage", "read_back"]
 
@@ -63,14 +65,29 @@ class Restorable(Protocol):
         ...
 
 
+#: Alerts a sink stage holds back while a console silence holds them (the latest per
+#: alert); past it the oldest held is dropped, as Alertmanager drops a silenced alert.
+MAX_HELD = 10_000
+
+#: Whether a console silence holds an alert (fingerprint, wall clock ms) now.
+Silenced = Callable[[str, int], bool]
+
+
 class SinkStage(BatchStage):
-    """Drives one sink over its topic."""
+    """Drives one sink over its topic. An alert sink given `silenced` (the console's
+    board) holds back what the console silenced and writes the alert's latest record
+    once the silence ends."""
 
     name: ClassVar[str] = "sink"
 
-    def __init__(self, settings: Settings, metrics: Metrics, sink: Sink, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, sink: Sink,
+        silenced: Silenced | None = None, **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(settings, metrics, [sink.topic], **kwargs)
         self.sink = sink
+        self.silenced = silenced if sink.topic == ALERTS else None
+        self.held: OrderedDict[str, SinkRecord] = OrderedDict()
 
     @property
     def title(self) -> str:
@@ -123,9 +140,28 @@ class SinkStage(BatchStage):
                 item = SinkRecord(
                     tp.topic, tp.partition, record.offset, record.key, record.value, decoded
                 )
+                if self.silenced is not None and self._hold(item, now_ms):
+                    continue
                 await self.sink.write([item])
 
+    def _hold(self, item: SinkRecord, now_ms: int) -> bool:
+        """Hold an alert a console silence holds; True if held."""
+        assert self.silenced is not None
+        fingerprint = item.decoded.get("fingerprint")
+        if type(fingerprint) is not str or not self.silenced(fingerprint, now_ms):
+            return False
+        self.held.pop(fingerprint, None)
+        self.held[fingerprint] = item
+        if len(self.held) > MAX_HELD:
+            self.held.popitem(last=False)
+        return True
+
     async def tick(self, now_ms: int) -> None:
+        if self.held:
+            assert self.silenced is not None
+            ended = [f for f in self.held if not self.silenced(f, now_ms)]
+            if ended:
+                await self.sink.write([self.held.pop(f) for f in ended])
         await self.sink.tick(now_ms)
 
     async def before_commit(self) -> None:
