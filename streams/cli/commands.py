@@ -22,6 +22,7 @@ from streams.worker.settings import Settings
 
 if TYPE_CHECKING:
     from streams.devtools.simulate import Simulation
+    from streams.worker.console.users import UsersFile
 
 __all__ = [
     "cmd_aggregates_check",
@@ -32,6 +33,10 @@ __all__ = [
     "cmd_schema_export",
     "cmd_simulate",
     "cmd_topics",
+    "cmd_users_add",
+    "cmd_users_list",
+    "cmd_users_remove",
+    "cmd_users_token",
     "cmd_worker",
 ]
 
@@ -192,6 +197,111 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     worker = faust.Worker(app, loglevel=level, quiet=True)
     worker.execute_from_commandline()
     return 0  # pragma: no cover - execute_from_commandline exits
+
+
+def _load_users(settings: Settings, verb: str) -> tuple[Path, UsersFile] | None:
+    """The users file's path and content, or None (reported) if it cannot be read."""
+    from streams.worker.console.users import UsersFileError, load_users
+
+    path = settings.console.users_path(settings.data_dir)
+    try:
+        return path, load_users(path)
+    except UsersFileError as exc:
+        print(f"ioc users {verb}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"ioc users {verb}: {path}: {exc.strerror}", file=sys.stderr)
+    return None
+
+
+def _new_password(from_stdin: bool) -> str | None:
+    """The new user's password: stdin's first line, or typed twice; None if unusable."""
+    import getpass
+
+    from streams.worker.console.users import MIN_PASSWORD_LENGTH
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            print("ioc users add: the passwords differ", file=sys.stderr)
+            return None
+    if len(password) < MIN_PASSWORD_LENGTH:
+        print(
+            f"ioc users add: a password needs at least {MIN_PASSWORD_LENGTH} characters",
+            file=sys.stderr,
+        )
+        return None
+    return password
+
+
+def cmd_users_add(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker.console.users import NAME_PATTERN, UserRecord, hash_password, save_users
+
+    if not NAME_PATTERN.fullmatch(args.name):
+        print(
+            f"ioc users add: {args.name!r}: a name is 1-64 letters, digits, '.', '_' or '-'",
+            file=sys.stderr,
+        )
+        return 1
+    loaded = _load_users(settings, "add")
+    if loaded is None:
+        return 1
+    path, users = loaded
+    if args.name in users.users:
+        # Replacing silently would also keep or drop tokens by surprise.
+        print(f"ioc users add: {args.name} exists; `ioc users remove` it first", file=sys.stderr)
+        return 1
+    password = _new_password(args.password_stdin)
+    if password is None:
+        return 1
+    users.users[args.name] = UserRecord(role=args.role, password=hash_password(password))
+    save_users(path, users)
+    print(f"{args.name} ({args.role}) added to {path}")
+    return 0
+
+
+def cmd_users_token(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker.console.users import new_token, save_users
+
+    loaded = _load_users(settings, "token")
+    if loaded is None:
+        return 1
+    path, users = loaded
+    record = users.users.get(args.name)
+    if record is None:
+        print(f"ioc users token: no user {args.name} in {path}", file=sys.stderr)
+        return 1
+    token, digest = new_token()
+    record.tokens.append(digest)
+    save_users(path, users)
+    print(f"API token for {args.name}, shown only now:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def cmd_users_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker.console.users import save_users
+
+    loaded = _load_users(settings, "remove")
+    if loaded is None:
+        return 1
+    path, users = loaded
+    if users.users.pop(args.name, None) is None:
+        print(f"ioc users remove: no user {args.name} in {path}", file=sys.stderr)
+        return 1
+    save_users(path, users)
+    print(f"{args.name} removed from {path}")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace, settings: Settings) -> int:
+    loaded = _load_users(settings, "list")
+    if loaded is None:
+        return 1
+    for name, record in sorted(loaded[1].users.items()):
+        print(f"{name}\t{record.role}\t{len(record.tokens)} API token(s)")
+    return 0
 
 
 def _simulation(args: argparse.Namespace) -> Simulation:

@@ -144,4 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, metavar="FILE.jsonl", help="also write the alert records as JSONL"
     )
     backtest.set_defaults(run=commands.cmd_backtest)
+
+    users = verbs.add_parser(
+        "users", help="the console's users (IOC_CONSOLE__USERS_FILE, default <data_dir>/users.json)"
+    )
+    users_verbs = users.add_subparsers(dest="users_command", required=True)
+    users_add = users_verbs.add_parser("add", help="add a user; asks for the password twice")
+    users_add.add_argument("name")
+    users_add.add_argument("--role", choices=["viewer", "operator"], required=True)
+    users_add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
+    users_add.set_defaults(run=commands.cmd_users_add)
+    users_token = users_verbs.add_parser(
+        "token", help="print a new API token for a user, once (the file keeps its SHA-256)"
+    )
+    users_token.add_argument("name")
+    users_token.set_defaults(run=commands.cmd_users_token)
+    users_remove = users_verbs.add_parser("remove", help="remove a user and their API tokens")
+    users_remove.add_argument("name")
+    users_remove.set_defaults(run=commands.cmd_users_remove)
+    users_list = users_verbs.add_parser("list", help="the users, their roles and token counts")
+    users_list.set_defaults(run=commands.cmd_users_list)
     return parser
