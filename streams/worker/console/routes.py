@@ -3,7 +3,7 @@ stream of server-sent events, the operators' actions, the figures.
 
 Plain aiohttp handlers on Faust's web application (its driver is aiohttp); who may call
 them is decided before they run (streams.worker.console.auth's middleware puts the
-user in `request["user"]`).
+user in `request[USER]`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from models.actions import AckRequest, AlertAction, CommentRequest, SilenceRequest, UnsilenceRequest
 from models.timefmt import rfc3339
 from streams.core.board import Board, Filters
+from streams.worker.console.auth import USER
 from streams.worker.console.feed import BoardFeed
 
 __all__ = ["MAX_STREAMS", "install"]
@@ -118,7 +119,7 @@ class Console:
             fields = {"reason": body.reason}
         action = AlertAction(
             id=uuid.uuid4().hex, fingerprint=fingerprint, action=kind,
-            user=request["user"].name, at_ms=now_ms, at=rfc3339(now_ms),
+            user=request[USER].name, at_ms=now_ms, at=rfc3339(now_ms),
             episode_ms=entry.alert.starts_at_ms, labels=entry.alert.labels, **fields,
         )  # fmt: skip
         await self.feed.publish(action)
