@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -24,6 +23,7 @@ from streams.worker.configuration import configured
 from streams.worker.console.auth import Auth
 from streams.worker.console.auth import install as install_access
 from streams.worker.console.feed import BoardFeed
+from streams.worker.console.figures import FiguresFeed
 from streams.worker.console.mirror import mirror_silences
 from streams.worker.console.routes import install as install_console
 from streams.worker.kafka import ssl_context
@@ -58,6 +58,7 @@ class IocApp(faust.App):
     metrics: Metrics
     stages: list[BatchStage]
     board_feed: BoardFeed
+    figures: FiguresFeed
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -112,11 +113,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
             ", ".join(left_out),
         )
     window_stage = WindowStage(settings, app.metrics, aggregates, on_crash=app.crash)
+    case_stage = CaseStage(settings, app.metrics, on_crash=app.crash)
+    app.figures = window_stage.finals_to = case_stage.finals_to = FiguresFeed(settings, aggregates)
     rule_stage = RuleStage(settings, app.metrics, rules, aggregates, on_crash=app.crash)
     app.stages = [
         IngestStage(settings, app.metrics, on_crash=app.crash),
         window_stage,
-        CaseStage(settings, app.metrics, on_crash=app.crash),
+        case_stage,
         RuleRouter(settings, app.metrics, rules, aggregates, on_crash=app.crash),
         rule_stage,
     ]
@@ -150,6 +153,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
         # one after the other, so the worker is ready after one join, not three.
         await asyncio.gather(
             app.add_runtime_dependency(app.board_feed),
+            app.add_runtime_dependency(app.figures),
             *(app.add_runtime_dependency(stage) for stage in app.stages),
         )
 
@@ -181,18 +185,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     # Faust's web driver is aiohttp: the console's routes are plain aiohttp handlers.
     web_app = app.web.web_app  # type: ignore[attr-defined]
     install_access(web_app, Auth.from_settings(settings, registry))
-    install_console(web_app, app.board_feed, figures_of(window_stage))
+    install_console(web_app, app.board_feed, app.figures.figures)
     return app
-
-
-def figures_of(window_stage: WindowStage) -> Callable[[], Awaitable[dict[str, Any]]]:
-    """The console's figures, from the latest finals the window stage holds."""
-
-    async def figures() -> dict[str, Any]:
-        return {"aqi": {"stations": [], "districts": []}, "water": [], "overdue": [],
-                "failed_logins": [], "trends": {}}  # fmt: skip
-
-    return figures
 
 
 def configured_sinks(settings: Settings) -> list[Sink]:

@@ -29,6 +29,7 @@ from streams.core.progress import is_progress
 from streams.worker.metrics import Metrics
 from streams.worker.settings import Settings
 from streams.worker.stages.base import ChangelogStage
+from streams.worker.stages.windows import FinalsListener
 from streams.worker.topics import AGGREGATES, VALIDATED
 
 __all__ = ["CaseStage"]
@@ -62,6 +63,8 @@ class CaseStage(ChangelogStage):
         self.max_open_per_agency = cases.max_open_per_agency
         self.open_ttl_ms = int(cases.open_ttl_s * 1000)
         self.books: dict[TopicPartition, CaseBook] = {}
+        #: Who else wants each backlog record as it is made (the console's figures).
+        self.finals_to: FinalsListener | None = None
         self._reporters: dict[TopicPartition, BacklogReporter] = {}
         self._newest_ms: dict[TopicPartition, int] = {}  # Kafka timestamp of the newest read
 
@@ -114,6 +117,8 @@ class CaseStage(ChangelogStage):
             book.expire(now_ms)
             for result in reporter.report(book, now_ms):
                 await self.outbox.send(AGGREGATES, result.identity.encode(), result.to_json())
+                if self.finals_to is not None:
+                    self.finals_to.add(f"{tp.topic}:{tp.partition}", result)
             reported = True
         for book in self.books.values():  # the cap evicts while events are applied
             for reason, evicted in book.take_evicted().items():
@@ -147,3 +152,5 @@ class CaseStage(ChangelogStage):
         for tp in revoked:
             self.books.pop(tp, None)
             self._reporters.pop(tp, None)
+            if self.finals_to is not None:
+                self.finals_to.drop(f"{tp.topic}:{tp.partition}")

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import orjson
 from aiokafka import TopicPartition
@@ -40,6 +40,14 @@ __all__ = ["WindowStage"]
 
 
 log = logging.getLogger(__name__)
+
+
+class FinalsListener(Protocol):
+    """Takes each final a stage makes, with the input partition it came from."""
+
+    def add(self, partition: str, result: WindowResult) -> None: ...
+
+    def drop(self, partition: str) -> None: ...
 
 
 def _name(tp: TopicPartition) -> str:
@@ -91,6 +99,8 @@ class WindowStage(ChangelogStage):
         self.family = {VALIDATED[family]: family for family in FAMILY_NAMES}
         #: The latest final per bounded group, for /metrics (`metrics.LatestCollector`).
         self.latest = LatestFinals()
+        #: Who else wants each final as it is made (the console's figures), if anyone.
+        self.finals_to: FinalsListener | None = None
         #: Per input partition, the lineage applied (streams.core.lineage).
         self.lineage: dict[TopicPartition, Lineage] = {}
         self._sent: dict[TopicPartition, tuple[list[tuple[str, int]], bool]] = {}
@@ -278,6 +288,8 @@ class WindowStage(ChangelogStage):
             if (derived := self.derived.get(tp.topic)) is not None:
                 derived.drop(_name(tp))
             self.latest.drop(_name(tp))
+            if self.finals_to is not None:
+                self.finals_to.drop(_name(tp))
             self._sent.pop(tp, None)
             self.lineage.pop(tp, None)
 
@@ -287,3 +299,5 @@ class WindowStage(ChangelogStage):
             self.metrics.window_results.labels(result.aggregate, str(result.final)).inc()
             if result.final:
                 self.latest.update(partition, result)
+                if self.finals_to is not None:
+                    self.finals_to.add(partition, result)
