@@ -24,13 +24,16 @@ demo: $(BIN)/.installed
 # Apache Kafka for the integration tests runs on the JDK; its jars come from Maven
 # Central (fetched on first use into ~/.cache/ioc-streams, never into the repo).
 # kcat is the plain, non-Python Kafka client a test produces a malformed message with;
-# VictoriaMetrics and Alertmanager are the real servers the sink tests write to.
+# VictoriaMetrics and Alertmanager are the real servers the sink tests write to;
+# Chromium is the browser the console's tests drive (Playwright, with this binary: no
+# browser download).
 system-deps:
 	@command -v java >/dev/null && command -v mvn >/dev/null && command -v kcat >/dev/null \
-	  && command -v victoria-metrics >/dev/null && command -v prometheus-alertmanager >/dev/null || { \
-	  echo "installing a JDK, Maven, kcat, VictoriaMetrics and Alertmanager (Debian packages)"; \
+	  && command -v victoria-metrics >/dev/null && command -v prometheus-alertmanager >/dev/null \
+	  && command -v chromium >/dev/null || { \
+	  echo "installing a JDK, Maven, kcat, VictoriaMetrics, Alertmanager and Chromium (Debian packages)"; \
 	  apt-get update -q && apt-get install -y -q default-jdk-headless maven kcat \
-	    victoria-metrics prometheus-alertmanager; }
+	    victoria-metrics prometheus-alertmanager chromium; }
 
 test: $(BIN)/.installed system-deps
 	$(BIN)/lint-imports
