@@ -22,7 +22,7 @@ from streams.core.board import Board
 from streams.worker.configuration import configured
 from streams.worker.console.auth import Auth
 from streams.worker.console.auth import install as install_access
-from streams.worker.console.feed import BoardFeed
+from streams.worker.console.feed import BoardCollector, BoardFeed
 from streams.worker.console.figures import FiguresFeed
 from streams.worker.console.mirror import mirror_silences
 from streams.worker.console.routes import install as install_console
@@ -185,7 +185,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
     # Faust's web driver is aiohttp: the console's routes are plain aiohttp handlers.
     web_app = app.web.web_app  # type: ignore[attr-defined]
     install_access(web_app, Auth.from_settings(settings, registry))
-    install_console(web_app, app.board_feed, app.figures.figures)
+    console = install_console(web_app, app.board_feed, app.figures.figures)
+    registry.register(BoardCollector(app.board_feed, lambda: console.streams))
     return app
 
 

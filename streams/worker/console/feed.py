@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from models.actions import AlertAction
 from models.alerts import Alert
@@ -30,7 +33,7 @@ from streams.worker.kafka import client_options
 from streams.worker.settings import Settings
 from streams.worker.topics import ALERT_ACTIONS, ALERTS
 
-__all__ = ["BoardFeed"]
+__all__ = ["BoardCollector", "BoardFeed"]
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +146,32 @@ class BoardFeed(Service):
             if highwater is None or await consumer.position(tp) < highwater:
                 return False
         return True
+
+
+class BoardCollector(Collector):
+    """The board's size and bounds, read at scrape time (docs/LIMITS.md)."""
+
+    def __init__(self, feed: BoardFeed, streams: Any) -> None:
+        self._feed = feed
+        self._streams = streams  # () -> live streams served now
+
+    def collect(self) -> Iterator[Metric]:
+        board = self._feed.board
+        yield GaugeMetricFamily(
+            "ioc_console_alerts", "Alerts on this worker's console board.", value=len(board.entries)
+        )
+        yield CounterMetricFamily(
+            "ioc_console_evicted", "Alerts the board dropped at IOC_CONSOLE__MAX_ALERTS, "
+            "oldest resolved first.", value=board.evicted,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "ioc_console_orphans_dropped", "Alerts whose actions, read before the alert, "
+            "were dropped waiting for it (past 10,000 such alerts).", value=board.orphans_dropped,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "ioc_console_unreadable", "Records of ioc.alerts or ioc.alert-actions the board "
+            "could not read (skipped).", value=self._feed.unreadable,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "ioc_console_streams", "Live streams (SSE) this worker serves.", value=self._streams()
+        )
