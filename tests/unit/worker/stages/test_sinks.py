@@ -14,7 +14,7 @@ from streams.worker.metrics import Metrics, SinkCollector
 from streams.worker.outbox import MemoryOutbox
 from streams.worker.settings import Settings
 from streams.worker.stages.sinks import SinkStage
-from streams.worker.topics import AGGREGATES, DEADLETTER
+from streams.worker.topics import AGGREGATES, ALERTS, DEADLETTER
 
 TP = TopicPartition(AGGREGATES, 0)
 
@@ -109,3 +109,30 @@ async def test_status_is_scraped_from_the_sinks():
     await made.checkpoint()
     assert sample("ioc_sink_up") == 1.0
     assert sample("ioc_sink_written_records_total") == 1.0
+
+
+async def test_an_alert_sink_holds_back_what_the_console_silenced_until_the_silence_ends():
+    sink = MemorySink("hook", topic=ALERTS)
+    silenced_until = {"aaaa000000000000": 1_000}
+    made = SinkStage(
+        Settings(_env_file=None), Metrics(), sink,
+        silenced=lambda fingerprint, now: silenced_until.get(fingerprint, 0) > now,
+    )  # fmt: skip
+    made._outbox = MemoryOutbox()  # type: ignore[assignment]
+    made._consumer = Consumer()  # type: ignore[assignment]
+    tp = TopicPartition(ALERTS, 0)
+
+    def alert(fingerprint: str, state: str, offset: int) -> Record:
+        value = orjson.dumps({"fingerprint": fingerprint, "state": state})
+        return Record(value, offset, topic=ALERTS)
+
+    await made.handle(tp, [alert("aaaa000000000000", "firing", 0)], 500)
+    await made.handle(tp, [alert("bbbb000000000000", "firing", 1)], 500)
+    await made.handle(tp, [alert("aaaa000000000000", "resolved", 2)], 600)
+    await made.tick(900)  # still silenced
+    written = [r.decoded for r in sink.taken]
+    assert written == [{"fingerprint": "bbbb000000000000", "state": "firing"}]
+    await made.tick(1_000)  # the silence has ended: its latest record goes out
+    written = [r.decoded for r in sink.taken]
+    assert written[-1] == {"fingerprint": "aaaa000000000000", "state": "resolved"}
+    assert len(written) == 2 and not made.held
