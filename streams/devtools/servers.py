@@ -14,8 +14,9 @@ data (outage tests), while the first start of an object begins with empty data.
   however far back the simulator's history goes, falls out of retention.
 - Alertmanager runs without clustering (`--cluster.listen-address=`) and with a
   minimal configuration: one receiver without integrations, so alerts are held and
-  shown (UI, API) but notify nobody. deploy/alertmanager/alertmanager.yml routes to
-  placeholder webhooks that do not exist on a demo machine.
+  shown (API; Debian's package has no web UI) but notify nobody.
+  deploy/alertmanager/alertmanager.yml routes to placeholder webhooks that do not
+  exist on a demo machine.
 """
 
 from __future__ import annotations
@@ -156,9 +157,13 @@ class LocalVictoriaMetrics(LocalServer):
         #: False for tests that read back right after writing: no cached query answers.
         self.search_cache = search_cache
 
-    @property
-    def ui_url(self) -> str:
-        return f"{self.url}/vmui"
+    def query_url(self, query: str, lookback: str = "1d") -> str:
+        """An instant query of the Prometheus query API, the latest sample of each
+        series within `lookback` (VictoriaMetrics reads `step` as the lookback of an
+        instant query). Debian's package has no UI: `/vmui` answers 404."""
+        return f"{self.url}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": query, "step": lookback}
+        )
 
     def prepare(self) -> None:
         # Each run starts empty, like the demo's memory-only broker.
@@ -209,7 +214,7 @@ def tally_export(lines: Iterable[bytes | str]) -> SeriesTally:
     return {name: (series[name], points[name]) for name in sorted(series)}
 
 
-#: Holds alerts (UI, API), notifies nobody; one group per rule.
+#: Holds alerts (API), notifies nobody; one group per rule.
 ALERTMANAGER_CONFIG = """\
 # Written by `ioc demo --with-sinks`: alerts are held and shown, nobody is notified.
 route:
@@ -248,6 +253,12 @@ class LocalAlertmanager(LocalServer):
             "--cluster.listen-address=",  # no gossip port, no peers
             "--log.level=warn",
         ]
+
+    @property
+    def alerts_url(self) -> str:
+        """The alerts it holds, as JSON (API v2). Debian's package has no web UI: `/`
+        is a page saying so."""
+        return f"{self.url}/api/v2/alerts"
 
     def active_alerts(self) -> list[dict[str, Any]]:
         """`/api/v2/alerts` that are active (neither silenced nor inhibited)."""

@@ -9,11 +9,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -48,8 +52,123 @@ def web_answers(port: int) -> bool:
     return True
 
 
+#: Every http(s) address in what the demo prints (up to a space or a parenthesis).
+URL = re.compile(r"https?://[^\s()]+")
+#: The console summary's credential lines: name, password, role.
+CREDENTIAL = re.compile(r"^    (operator|viewer) +(\S+) +role (\w+):", re.MULTILINE)
+
+
+def printed_urls(text: str) -> set[str]:
+    return {url.rstrip(".,:;") for url in URL.findall(text)}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def status_of(url: str) -> int:
+    """The status of a GET, redirects followed (the console's page goes to /login)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def login(web: str, name: str, password: str) -> tuple[int, str, dict[str, Any] | None]:
+    """POST /login (not followed): status, Location, then /api/session with its cookie."""
+    form = urllib.parse.urlencode({"name": name, "password": password}).encode()
+    try:
+        urllib.request.build_opener(_NoRedirect).open(f"{web}/login", data=form, timeout=10)
+    except urllib.error.HTTPError as exc:
+        status, location = exc.code, exc.headers.get("Location", "")
+        cookie = (exc.headers.get("Set-Cookie") or "").split(";", 1)[0]
+    else:
+        return 200, "", None
+    if not cookie:
+        return status, location, None
+    request = urllib.request.Request(f"{web}/api/session", headers={"Cookie": cookie})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return status, location, json.loads(response.read())
+
+
+@dataclass
+class DemoRun:
+    """A demo run to its end, and what its printed addresses and logins answered while
+    it ran (probed as soon as it printed the console's credentials)."""
+
+    result: subprocess.CompletedProcess[str]
+    answers: dict[str, int] = field(default_factory=dict)  # printed URL → status
+    logins: dict[str, tuple[int, str, dict[str, Any] | None]] = field(default_factory=dict)
+
+
+def run_demo(command: list[str], env: dict[str, str], web_port: int, timeout: float) -> DemoRun:
+    demo = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    errors: list[str] = []
+    printed = threading.Event()
+
+    def read_stdout() -> None:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            lines.append(line)
+            if line.startswith("    viewer "):  # the last of the credentials
+                printed.set()
+        printed.set()
+
+    def read_stderr() -> None:
+        assert demo.stderr is not None
+        errors.append(demo.stderr.read())
+
+    readers = [threading.Thread(target=read_stdout), threading.Thread(target=read_stderr)]
+    for reader in readers:
+        reader.start()
+    run = DemoRun(subprocess.CompletedProcess(command, -1))
+    try:
+        printed.wait(timeout)
+        text = "".join(lines)
+        if demo.poll() is None:
+            run.answers = {url: status_of(url) for url in printed_urls(text)}
+            web = f"http://127.0.0.1:{web_port}"
+            for name, password, _ in CREDENTIAL.findall(text):
+                run.logins[name] = login(web, name, password)
+        demo.wait(timeout)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        for reader in readers:
+            reader.join()
+    run.result = subprocess.CompletedProcess(command, demo.returncode, "".join(lines), *errors)
+    return run
+
+
+def assert_every_address_answered(run: DemoRun, web_port: int) -> None:
+    """The console's addresses and its credentials came, every address printed
+    (then or later: the end repeats the banner's) answered < 400 while the demo ran,
+    and the printed operator and viewer could log in with their roles."""
+    stdout = run.result.stdout
+    web = f"http://127.0.0.1:{web_port}"
+    assert f"console ready at {web}/ (wall layout: {web}/?wall=1)" in stdout, stdout
+    assert "  demo credentials, new for this run (users file " in stdout
+    assert {f"{web}/", f"{web}/?wall=1", f"{web}/metrics"} <= set(run.answers), run.answers
+    assert printed_urls(stdout + run.result.stderr) <= set(run.answers), run.answers
+    assert {url: status for url, status in run.answers.items() if not 200 <= status < 400} == {}
+    credentials = {name: role for name, _, role in CREDENTIAL.findall(stdout)}
+    assert credentials == {"operator": "operator", "viewer": "viewer"}
+    for name in ("operator", "viewer"):
+        status, location, session = run.logins[name]
+        assert (status, location) == (303, "/"), (name, status, location)
+        assert session is not None and session["user"] == name and session["role"] == name
+
+
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path, int, int]:
+def demo_run(tmp_path_factory) -> tuple[DemoRun, Path, int, int]:
     """One short demo after 26 h of history, shared by the tests that read its output.
 
     26 h so that yesterday's local day has closed (end + 30 min grace) whatever the time
@@ -73,12 +192,18 @@ def demo_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path, 
         "--manifest",
         str(manifest),
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    return result, manifest, broker_port, web_port
+    return run_demo(command, env, web_port, timeout=240), manifest, broker_port, web_port
+
+
+def test_demo_prints_the_console_and_its_credentials_and_every_address_answers(demo_run):
+    run, _, _, web_port = demo_run
+    assert run.result.returncode == 0, run.result.stdout + run.result.stderr
+    assert_every_address_answered(run, web_port)
 
 
 def test_demo_counts_every_family_and_dead_letters_then_stops(demo_run):
-    result, manifest, broker_port, web_port = demo_run
+    run, manifest, broker_port, web_port = demo_run
+    result = run.result
     assert result.returncode == 0, result.stdout + result.stderr
     for family in ("city", "services", "security"):
         assert f"ioc_ingest_events_accepted_total{{family={family}}}" in result.stdout
@@ -101,7 +226,7 @@ def expected_aggregates() -> list[str]:
 
 
 def test_demo_shows_final_results_for_every_aggregate(demo_run):
-    result = demo_run[0]
+    result = demo_run[0].result
     assert result.returncode == 0, result.stdout + result.stderr
     table = result.stdout.split("ioc.aggregates, read back from the beginning:\n", 1)[1]
     finals = {}
@@ -147,7 +272,8 @@ def test_demo_alerts_on_the_incidents_of_the_run(demo_run):
     run) recedes below the alert level by its end, so `water_above_alert_level` and
     `water_above_danger_level` resolve. The security rules keep firing for 5 min to 1 h
     after their window (docs/RULES.md), far past the end of the run."""
-    result, manifest, _, _ = demo_run
+    run, manifest, _, _ = demo_run
+    result = run.result
     assert result.returncode == 0, result.stdout + result.stderr
     assert "  results  ioc.aggregates (window results), ioc.alerts" in result.stdout
     assert re.search(r"\[ *\d+ s\] .* · alerts \d+ firing / \d+ resolved", result.stdout)
@@ -225,7 +351,8 @@ def processes_under(directory: Path) -> list[str]:
 
 
 def test_demo_with_sinks_fills_victoriametrics_and_alertmanager_then_stops(tmp_path):
-    """`ioc demo --with-sinks`: the window finals of several aggregates reach its
+    """`ioc demo --with-sinks`: every address it prints answers (the servers' query
+    APIs, the worker's /sinks), the window finals of several aggregates reach its
     VictoriaMetrics, the run's attacks are active alerts in its Alertmanager (label
     `source_ip`), and nothing is left running or listening afterwards."""
     env, broker_port, web_port = demo_env(tmp_path)
@@ -236,11 +363,17 @@ def test_demo_with_sinks_fills_victoriametrics_and_alertmanager_then_stops(tmp_p
         "--victoriametrics-port", str(vm_port), "--alertmanager-port", str(am_port),
         "--duration", "25", "--rate", "300", "--backfill", "26h", "--manifest", str(manifest),
     ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    run = run_demo(command, env, web_port, timeout=300)
+    result = run.result
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert f"  vmui     http://127.0.0.1:{vm_port}/vmui" in result.stdout
-    assert f"  alerts   http://127.0.0.1:{am_port} " in result.stdout
+    # Debian's packages have no UI: their query APIs, which answer, are printed instead.
+    victoria = f"http://127.0.0.1:{vm_port}/api/v1/query?query=ioc_aggregate_aqi&step=1d"
+    assert f"  victoria {victoria} (VictoriaMetrics' query API" in result.stdout
+    assert f"  alerts   http://127.0.0.1:{am_port}/api/v2/alerts (Alertmanager" in result.stdout
+    assert f"  sinks    http://127.0.0.1:{web_port}/sinks " in result.stdout
+    assert "/vmui" not in output
+    assert_every_address_answered(run, web_port)
 
     table = result.stdout.split("ioc_aggregate_* by aggregate:\n", 1)[1].split("Alertmanager", 1)[0]
     points = {

@@ -7,7 +7,7 @@ nothing; streams.devtools.demo.run prints them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -25,6 +25,7 @@ __all__ = [
     "alertmanager_summary",
     "alerts_summary",
     "banner",
+    "console_summary",
     "counters_summary",
     "sinks_summary",
     "victoriametrics_summary",
@@ -40,11 +41,13 @@ def banner(
     bootstrap: str,
     web: str,
     logs: Path,
-    vmui: str | None = None,
+    victoriametrics: str | None = None,
     alertmanager: str | None = None,
 ) -> str:
     """Where everything is, and what traffic is coming; with the sinks' servers when
-    `vmui` and `alertmanager` (their URLs) are given."""
+    `victoriametrics` and `alertmanager` (their query URLs) are given. Every address
+    is one that answers: Debian's packages have no VictoriaMetrics UI (`/vmui` is 404)
+    and no Alertmanager UI, so their HTTP APIs are shown."""
     history = ""
     if options.backfill:
         history = (
@@ -52,16 +55,17 @@ def banner(
             " possible (one reading per device per 5 min, no incidents)"
         )
     sinks = ""
-    if vmui is not None and alertmanager is not None:
+    if victoriametrics is not None and alertmanager is not None:
         sinks = (
-            f"  vmui     {vmui} (VictoriaMetrics: window finals as"
-            " ioc_aggregate_<statistic>, e.g. ioc_aggregate_pm25_mean)\n"
-            f"  alerts   {alertmanager} (Alertmanager: the alerts of {ALERTS})\n"
-            f"  sinks    {web}/sinks (each sink's state as JSON)\n"
+            f"  victoria {victoriametrics} (VictoriaMetrics' query API: window finals as"
+            " ioc_aggregate_<statistic>, e.g. ioc_aggregate_pm25_mean; step=1d looks back a day)\n"
+            f"  alerts   {alertmanager} (Alertmanager's API: the alerts of {ALERTS})\n"
+            f"  sinks    {web}/sinks (each sink's state as JSON; needs a console login)\n"
         )
     return (
         f"ioc demo\n"
         f"  broker   {bootstrap} (embedded Tansu, memory only)\n"
+        f"  console  {web}/ (the operators' console; logins below once the worker is ready)\n"
         f"  metrics  {web}/metrics\n" + sinks + f"  logs     {logs}/\n"
         f"  results  {AGGREGATES} (window results), {ALERTS} (alerts firing and"
         f" resolved), read back at the end; alerts copied to {logs}/alerts.jsonl\n"
@@ -71,6 +75,39 @@ def banner(
         + history
         + "\nCtrl-C stops everything."
     )
+
+
+#: What each demo user may do, as the console summary says it.
+_ROLE_TEXT: Final = {
+    "operator": "acknowledge, silence, unsilence, comment",
+    "viewer": "read only",
+}
+
+
+def console_summary(
+    web: str,
+    passwords: Mapping[str, str],
+    roles: Mapping[str, str],
+    users_file: Path,
+    reset: Iterable[str] = (),
+) -> list[str]:
+    """The console's addresses and the demo's credentials (name → password, name →
+    role), printed once the worker is ready; `reset`: the demo users that were in the
+    users file already and got new passwords."""
+    lines = [
+        f"console ready at {web}/ (wall layout: {web}/?wall=1)",
+        f"  demo credentials, new for this run (users file {users_file}):",
+    ]
+    width = max(map(len, passwords), default=8)
+    for name, password in passwords.items():
+        role = roles[name]
+        lines.append(f"    {name:<{width}}  {password}  role {role}: {_ROLE_TEXT.get(role, role)}")
+    if reset := list(reset):
+        lines.append(
+            f"  {', '.join(reset)} {'was' if len(reset) == 1 else 'were'} in the users file"
+            " already: password reset for this run"
+        )
+    return lines
 
 
 def counters_summary(samples: Samples) -> list[str]:

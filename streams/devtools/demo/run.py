@@ -1,6 +1,8 @@
 """The demo's process tree: (the sinks' servers,) the broker, the worker, the simulator.
 
 Started in that order and stopped in the reverse: simulator, worker, broker, servers.
+Before anything starts, the demo's console users get this run's passwords
+(streams.devtools.demo.console); they are printed once the worker is ready.
 """
 
 from __future__ import annotations
@@ -14,20 +16,28 @@ from pathlib import Path
 
 from models.errors import ServerError
 from streams.devtools.brokers import EmbeddedBroker
+from streams.devtools.demo.console import DEMO_USERS, DemoLogins, prepare_demo_users
 from streams.devtools.demo.options import DemoOptions
 from streams.devtools.demo.readback import count_aggregates, read_alerts
 from streams.devtools.demo.report import (
     aggregates_summary,
     alerts_summary,
     banner,
+    console_summary,
     counters_summary,
 )
 from streams.devtools.demo.sinks import SinkServers
-from streams.devtools.demo.traffic import simulate
-from streams.devtools.demo.worker import spawn_worker, wait_for_ingest, wait_for_stages
+from streams.devtools.demo.traffic import Announcement, simulate
+from streams.devtools.demo.worker import (
+    spawn_worker,
+    wait_for_ingest,
+    wait_for_stages,
+    worker_ready,
+)
 from streams.devtools.processes import stop
 from streams.devtools.simulate import Progress
 from streams.worker.configuration import configured
+from streams.worker.console.users import UsersFileError
 from streams.worker.kafka import client_options
 from streams.worker.settings import Settings
 from streams.worker.topics import AGGREGATES, ALERTS
@@ -36,9 +46,16 @@ __all__ = ["run_demo"]
 
 
 def run_demo(settings: Settings, options: DemoOptions) -> int:
-    """Run the demo to its end; the exit code (2: the sinks' servers cannot run)."""
+    """Run the demo to its end; the exit code (2: the sinks' servers cannot run, or
+    the console's users file cannot be read)."""
     logs = settings.data_dir / "demo"
     logs.mkdir(parents=True, exist_ok=True)
+    users_file = settings.console.users_path(settings.data_dir)
+    try:
+        logins = prepare_demo_users(users_file)
+    except (UsersFileError, OSError) as exc:
+        print(f"ioc demo: the console's users: {exc}", file=sys.stderr)
+        return 2
     servers: SinkServers | None = None
     if options.with_sinks:
         servers = SinkServers.under(logs, options)
@@ -50,7 +67,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
     try:
         if servers is not None:
             servers.start()
-        return _run(settings, options, logs, servers)
+        return _run(settings, options, logs, servers, logins)
     except ServerError as exc:
         print(f"ioc demo --with-sinks: {exc}", file=sys.stderr)
         return 2
@@ -60,7 +77,13 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
             print("stopped VictoriaMetrics and Alertmanager", flush=True)
 
 
-def _run(settings: Settings, options: DemoOptions, logs: Path, servers: SinkServers | None) -> int:
+def _run(
+    settings: Settings,
+    options: DemoOptions,
+    logs: Path,
+    servers: SinkServers | None,
+    logins: DemoLogins,
+) -> int:
     web = f"http://{settings.web.host}:{settings.web.port}"
     metrics_url = f"{web}/metrics"
     broker_log = (logs / "broker.log").open("wb")
@@ -77,10 +100,14 @@ def _run(settings: Settings, options: DemoOptions, logs: Path, servers: SinkServ
                 bootstrap=broker.bootstrap,
                 web=web,
                 logs=logs,
-                vmui=servers.victoria.ui_url if servers is not None else None,
-                alertmanager=servers.alertmanager.url if servers is not None else None,
+                victoriametrics=servers.victoriametrics_url if servers is not None else None,
+                alertmanager=servers.alertmanager.alerts_url if servers is not None else None,
             )
             print(text, flush=True)
+            console = console_summary(
+                web, logins.passwords, DEMO_USERS, logins.users_file, logins.reset
+            )
+            announcement = Announcement(lambda: worker_ready(web), "\n".join(console))
             simulation = options.simulation(datetime.now(UTC))
             kafka = settings.kafka.model_copy(update={"bootstrap": broker.bootstrap})
             client = client_options(kafka)
@@ -95,6 +122,7 @@ def _run(settings: Settings, options: DemoOptions, logs: Path, servers: SinkServ
                     progress,
                     manifest=options.manifest,
                     record=options.record,
+                    announcement=announcement,
                 )
             )
             print(f"\nsent {sent} messages in {time.monotonic() - started:.1f} s", flush=True)
@@ -107,6 +135,10 @@ def _run(settings: Settings, options: DemoOptions, logs: Path, servers: SinkServ
             if worker.poll() is not None:
                 print(f"the worker stopped with code {worker.returncode}: see {logs}/worker.log")
                 return 1
+            if options.duration is not None:
+                # A short run may end before the worker is ready: its logins come now
+                # (not after a Ctrl-C: then the user is leaving).
+                announcement.wait(worker, timeout=60.0)
             samples = wait_for_ingest(metrics_url, sent, worker, timeout=60.0)
             samples = wait_for_stages(metrics_url, worker, timeout=60.0) or samples
             print("what the worker counted:", *counters_summary(samples), sep="\n", flush=True)
@@ -128,7 +160,7 @@ def _run(settings: Settings, options: DemoOptions, logs: Path, servers: SinkServ
                 flush=True,
             )
             if servers is not None:
-                servers.report(web, worker, logs)
+                servers.report(web, worker, logs, logins.token)
             return 0
         finally:
             if worker is not None:

@@ -61,10 +61,18 @@ class SinkServers:
         """The worker's settings for sinks into these servers."""
         return sink_environment(self.victoria.url, self.alertmanager.url)
 
-    def report(self, web: str, worker: subprocess.Popen[bytes], logs: Path) -> None:
+    @property
+    def victoriametrics_url(self) -> str:
+        """What the demo prints for VictoriaMetrics: its query API, the latest hourly
+        AQI per station (Debian's package has no UI)."""
+        return self.victoria.query_url("ioc_aggregate_aqi")
+
+    def report(self, web: str, worker: subprocess.Popen[bytes], logs: Path, token: str) -> None:
         """Once the sinks have caught up: print their status, and what the servers hold
-        (the active alerts also go to `alertmanager-alerts.json` in `logs`)."""
-        status = wait_for_sinks(web, worker, timeout=60.0)
+        (the active alerts also go to `alertmanager-alerts.json` in `logs`). `token`:
+        an API token for the worker's `/sinks`. The addresses printed are those of the
+        banner, which answered during the run."""
+        status = wait_for_sinks(web, worker, timeout=60.0, token=token)
         print(f"sinks ({web}/sinks):", *sinks_summary(status), sep="\n", flush=True)
         try:
             series = self.victoria.aggregate_series()
@@ -72,7 +80,7 @@ class SinkServers:
             print(f"VictoriaMetrics did not answer: {exc}", flush=True)
         else:
             print(
-                f"VictoriaMetrics ({self.victoria.ui_url}), ioc_aggregate_* by aggregate:",
+                f"VictoriaMetrics ({self.victoriametrics_url}), ioc_aggregate_* by aggregate:",
                 *victoriametrics_summary(series),
                 sep="\n",
                 flush=True,
@@ -85,7 +93,7 @@ class SinkServers:
         copy = logs / "alertmanager-alerts.json"
         copy.write_bytes(orjson.dumps(active, option=orjson.OPT_INDENT_2))
         print(
-            f"Alertmanager ({self.alertmanager.url}), active alerts (all in {copy}):",
+            f"Alertmanager ({self.alertmanager.alerts_url}), active alerts (all in {copy}):",
             *alertmanager_summary(alertnames(active)),
             sep="\n",
             flush=True,

@@ -1,5 +1,6 @@
-"""The demo's traffic: the simulator against the demo's broker, and a progress line
-every `PROGRESS_EVERY_S` of what the worker has done meanwhile."""
+"""The demo's traffic: the simulator against the demo's broker, a progress line every
+`PROGRESS_EVERY_S` of what the worker has done meanwhile, and the console's addresses
+and logins once the worker is ready."""
 
 from __future__ import annotations
 
@@ -8,15 +9,42 @@ import contextlib
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from streams.devtools.scrape import alert_counts, read_metrics, total
 from streams.devtools.simulate import Progress, Simulation, run
 
-__all__ = ["PROGRESS_EVERY_S", "report_progress", "simulate"]
+__all__ = ["PROGRESS_EVERY_S", "Announcement", "announce", "report_progress", "simulate"]
 
 PROGRESS_EVERY_S: Final = 10.0
+
+
+@dataclass
+class Announcement:
+    """A text to print once, as soon as `ready()` (blocking: an HTTP check) says so."""
+
+    ready: Callable[[], bool]
+    text: str
+    printed: bool = False
+
+    def print(self) -> None:
+        if not self.printed:
+            print(self.text, flush=True)
+            self.printed = True
+
+    def wait(self, worker: subprocess.Popen[bytes], timeout: float) -> bool:
+        """Print it once ready, waiting up to `timeout` while the worker runs (a run that
+        ended before the worker was ready); whether it was printed."""
+        deadline = time.monotonic() + timeout
+        while not self.printed and worker.poll() is None and time.monotonic() < deadline:
+            if self.ready():
+                self.print()
+            else:
+                time.sleep(0.5)
+        return self.printed
 
 
 async def simulate(
@@ -28,9 +56,11 @@ async def simulate(
     *,
     manifest: Path | None = None,
     record: Path | None = None,
+    announcement: Announcement | None = None,
 ) -> int:
     """Run `simulation` until its end, Ctrl-C, SIGTERM or the worker stopping; the
-    number of messages sent. The live part waits until ingest has read the history."""
+    number of messages sent. The live part waits until ingest has read the history.
+    Meanwhile `announcement` is printed as soon as it is ready."""
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -72,10 +102,12 @@ async def simulate(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_requested.wait(), 0.5)
 
-    tasks = [
+    tasks: list[asyncio.Task[object]] = [
         asyncio.create_task(watch_worker()),
         asyncio.create_task(report_progress(metrics_url, progress, stop_requested)),
     ]
+    if announcement is not None:
+        tasks.append(asyncio.create_task(announce(announcement, stop_requested)))
     try:
         return await run(
             simulation,
@@ -89,6 +121,20 @@ async def simulate(
     finally:
         stop_requested.set()
         await asyncio.gather(*tasks)
+
+
+async def announce(
+    announcement: Announcement, stop_requested: asyncio.Event, every_s: float = 0.5
+) -> bool:
+    """Print `announcement` once it is ready (polled every `every_s` off the loop,
+    printed on it, between progress lines); whether it was before the demo stopped."""
+    while not stop_requested.is_set() and not announcement.printed:
+        if await asyncio.to_thread(announcement.ready):
+            announcement.print()
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_requested.wait(), every_s)
+    return announcement.printed
 
 
 async def report_progress(url: str, progress: Progress, stop_requested: asyncio.Event) -> None:

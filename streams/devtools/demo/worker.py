@@ -1,7 +1,8 @@
 """The demo's worker: an `ioc worker` child process, and waiting until it has caught up.
 
-The waits poll the worker's `/metrics` (and `/sinks`) and give up when the worker
-stops or time runs out: the demo then reports what there is.
+The waits poll the worker's `/metrics` (and `/sinks`, which needs a login: the demo
+reads it with an API token of its viewer, streams.devtools.demo.console) and give up
+when the worker stops or time runs out: the demo then reports what there is.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import orjson
 from streams.devtools.processes import spawn
 from streams.devtools.scrape import Samples, read_metrics, total
 
-__all__ = ["read_sinks", "spawn_worker", "wait_for_ingest", "wait_for_sinks", "wait_for_stages"]
+__all__ = [
+    "read_sinks",
+    "spawn_worker",
+    "wait_for_ingest",
+    "wait_for_sinks",
+    "wait_for_stages",
+    "worker_ready",
+]
 
 
 def spawn_worker(
@@ -87,14 +95,27 @@ def wait_for_stages(url: str, worker: subprocess.Popen[bytes], timeout: float) -
     return samples
 
 
-def read_sinks(web: str) -> dict[str, Any]:
-    """The worker's `/sinks` JSON: each sink's state and counts."""
-    with urllib.request.urlopen(f"{web}/sinks", timeout=2.0) as response:
+def worker_ready(web: str) -> bool:
+    """Whether the worker's `/health` says 200: every stage joined and running."""
+    try:
+        with urllib.request.urlopen(f"{web}/health", timeout=2.0) as response:
+            return bool(response.status == 200)
+    except OSError:  # not listening yet, or 503 (HTTPError)
+        return False
+
+
+def read_sinks(web: str, token: str) -> dict[str, Any]:
+    """The worker's `/sinks` JSON: each sink's state and counts (`token`: an API token,
+    since the console's access applies to `/sinks`)."""
+    request = urllib.request.Request(f"{web}/sinks", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=2.0) as response:
         status: dict[str, Any] = orjson.loads(response.read())
     return status
 
 
-def wait_for_sinks(web: str, worker: subprocess.Popen[bytes], timeout: float) -> dict[str, Any]:
+def wait_for_sinks(
+    web: str, worker: subprocess.Popen[bytes], timeout: float, token: str
+) -> dict[str, Any]:
     """Poll the worker until its sink stages have read their topics to the end
     (`ioc_consumer_lag_records` of the `sink-*` stages 0), nothing is queued and the
     written counts have stood still for 2 s, or time runs out; the last `/sinks`."""
@@ -104,7 +125,7 @@ def wait_for_sinks(web: str, worker: subprocess.Popen[bytes], timeout: float) ->
     still_since = time.monotonic()
     while time.monotonic() < deadline and worker.poll() is None:
         try:
-            status = read_sinks(web)
+            status = read_sinks(web, token)
             samples = read_metrics(f"{web}/metrics")
         except (OSError, ValueError):
             time.sleep(0.5)

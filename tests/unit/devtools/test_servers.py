@@ -29,7 +29,10 @@ def test_active_alerts_are_counted_by_alertname():
 def test_servers_run_with_the_flags_the_sinks_need(tmp_path: Path):
     victoria = LocalVictoriaMetrics(tmp_path / "vm", port=18428)
     assert victoria.url == "http://127.0.0.1:18428"
-    assert victoria.ui_url == "http://127.0.0.1:18428/vmui"
+    # Debian's package has no /vmui: the demo shows the query API.
+    assert victoria.query_url("ioc_aggregate_aqi") == (
+        "http://127.0.0.1:18428/api/v1/query?query=ioc_aggregate_aqi&step=1d"
+    )
     command = victoria.command("victoria-metrics")
     assert "-dedup.minScrapeInterval=1ms" in command
     assert "-retentionPeriod=100y" in command
@@ -38,6 +41,7 @@ def test_servers_run_with_the_flags_the_sinks_need(tmp_path: Path):
 
     alertmanager = LocalAlertmanager(tmp_path / "am")
     assert alertmanager.port > 0
+    assert alertmanager.alerts_url == f"http://127.0.0.1:{alertmanager.port}/api/v2/alerts"
     command = alertmanager.command("prometheus-alertmanager")
     assert "--cluster.listen-address=" in command
     assert f"--web.listen-address=127.0.0.1:{alertmanager.port}" in command

@@ -14,6 +14,7 @@ from streams.devtools.demo.report import (
     alertmanager_summary,
     alerts_summary,
     banner,
+    console_summary,
     counters_summary,
     sinks_summary,
     victoriametrics_summary,
@@ -171,26 +172,63 @@ def test_the_banner_says_where_everything_is(tmp_path: Path):
     options = DemoOptions(rate=300, seed=7, bad_share=0.05, duration=25, backfill=26 * 3600)
     text = banner(options, bootstrap="127.0.0.1:9092", web="http://127.0.0.1:6066", logs=tmp_path)
     lines = text.splitlines()
-    assert lines[:3] == [
+    assert lines[:4] == [
         "ioc demo",
         "  broker   127.0.0.1:9092 (embedded Tansu, memory only)",
+        "  console  http://127.0.0.1:6066/ (the operators' console;"
+        " logins below once the worker is ready)",
         "  metrics  http://127.0.0.1:6066/metrics",
     ]
-    assert lines[3] == f"  logs     {tmp_path}/"
+    assert lines[4] == f"  logs     {tmp_path}/"
     assert "  traffic  300 messages/s, seed 7, 5% malformed, 25 s" in lines
     assert any(line.startswith("  history  the 26 h before now first") for line in lines)
     assert lines[-1] == "Ctrl-C stops everything."
-    assert "vmui" not in text
+    assert "victoria" not in text.lower() and "alertmanager" not in text.lower()
 
     with_sinks = banner(
         DemoOptions(backfill=0),
         bootstrap="127.0.0.1:9092",
         web="http://127.0.0.1:6066",
         logs=tmp_path,
-        vmui="http://127.0.0.1:8428/vmui",
-        alertmanager="http://127.0.0.1:9093",
+        victoriametrics="http://127.0.0.1:8428/api/v1/query?query=ioc_aggregate_aqi&step=1d",
+        alertmanager="http://127.0.0.1:9093/api/v2/alerts",
     )
-    assert "  vmui     http://127.0.0.1:8428/vmui (VictoriaMetrics" in with_sinks
-    assert "  alerts   http://127.0.0.1:9093 (Alertmanager" in with_sinks
-    assert "  sinks    http://127.0.0.1:6066/sinks" in with_sinks
+    assert (
+        "  victoria http://127.0.0.1:8428/api/v1/query?query=ioc_aggregate_aqi&step=1d"
+        " (VictoriaMetrics' query API" in with_sinks
+    )
+    assert "  alerts   http://127.0.0.1:9093/api/v2/alerts (Alertmanager's API" in with_sinks
+    assert "  sinks    http://127.0.0.1:6066/sinks (each sink's state as JSON;" in with_sinks
+    # No UI that Debian's packages lack: neither /vmui nor Alertmanager's page.
+    assert "vmui" not in with_sinks and "http://127.0.0.1:9093 " not in with_sinks
     assert "history" not in with_sinks
+
+
+def test_the_console_summary_gives_the_addresses_and_the_demo_credentials(tmp_path: Path):
+    users_file = tmp_path / "users.json"
+    lines = console_summary(
+        "http://127.0.0.1:6066",
+        {"operator": "op-secret-1234", "viewer": "view-secret-56"},
+        {"operator": "operator", "viewer": "viewer"},
+        users_file,
+    )
+    assert lines == [
+        "console ready at http://127.0.0.1:6066/ (wall layout: http://127.0.0.1:6066/?wall=1)",
+        f"  demo credentials, new for this run (users file {users_file}):",
+        "    operator  op-secret-1234  role operator: acknowledge, silence, unsilence, comment",
+        "    viewer    view-secret-56  role viewer: read only",
+    ]
+
+    again = console_summary(
+        "http://127.0.0.1:6066",
+        {"operator": "a" * 16, "viewer": "b" * 16},
+        {"operator": "operator", "viewer": "viewer"},
+        users_file,
+        reset=("operator", "viewer"),
+    )
+    assert again[-1] == (
+        "  operator, viewer were in the users file already: password reset for this run"
+    )
+    one = console_summary("http://h:1", {"viewer": "c" * 16}, {"viewer": "viewer"}, users_file,
+                          reset=["viewer"])  # fmt: skip
+    assert one[-1] == "  viewer was in the users file already: password reset for this run"
