@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from streams.core.progress import is_progress
 from streams.devtools.brokers import ApacheKafkaBroker, EmbeddedBroker, LocalBroker
 from streams.devtools.processes import free_port
 from streams.devtools.servers import LocalAlertmanager, LocalVictoriaMetrics
+from streams.worker.console.users import UserRecord, UsersFile, hash_password, new_token, save_users
 
 #: Which brokers the integration tests run on: both unless IOC_TEST_BROKER names one.
 BROKERS = os.environ.get("IOC_TEST_BROKER", "tansu,apache").split(",")
@@ -58,18 +60,32 @@ class Worker:
         self.app_id = f"it-{uuid.uuid4().hex[:8]}"
         self.web_port = free_port()
         self.log_path = directory / f"{self.app_id}.log"
+        # A viewer with an API token: what needs a login (/sinks) is read with it.
+        users_file = directory / f"{self.app_id}-users.json"
+        self.token, digest = new_token()
+        password = hash_password(uuid.uuid4().hex)
+        tester = UserRecord(role="viewer", password=password, tokens=[digest])
+        save_users(users_file, UsersFile(users={"tester": tester}))
         self.env = {
             **os.environ,
             "IOC_KAFKA__BOOTSTRAP": bootstrap,
             "IOC_APP_ID": self.app_id,
             "IOC_WEB__PORT": str(self.web_port),
             "IOC_DATA_DIR": str(directory / self.app_id),
+            "IOC_CONSOLE__USERS_FILE": str(users_file),
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.web_port}{path}"
+
+    def get_json(self, path: str) -> Any:
+        """A page that needs a login, read with the worker's test token."""
+        request = urllib.request.Request(self.url(path))
+        request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
 
     def start(self, timeout: float = 60.0) -> Worker:
         log = self.log_path.open("ab")

@@ -71,8 +71,7 @@ def worker(recovery_worker: Worker, servers: Servers) -> Worker:
 
 
 def sink_status(worker: Worker) -> dict[str, Any]:
-    with urllib.request.urlopen(worker.url("/sinks"), timeout=5) as answer:
-        return dict(json.loads(answer.read()))
+    return dict(worker.get_json("/sinks"))
 
 
 def alerts_of(alertmanager: LocalAlertmanager, ip: str) -> list[dict[str, Any]]:

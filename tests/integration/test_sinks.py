@@ -91,8 +91,7 @@ async def test_every_final_reaches_victoriametrics_across_a_30_s_outage(
         await asyncio.sleep(1)
         got = exported_means(victoria, prefix)
     assert got == wanted
-    with urllib.request.urlopen(sink_worker_running.url("/sinks"), timeout=5) as answer:
-        status = json.loads(answer.read())
+    status = sink_worker_running.get_json("/sinks")
     assert status["timeseries"]["state"] == "up" and status["timeseries"]["retries"] > 0
 
 

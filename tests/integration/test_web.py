@@ -128,8 +128,7 @@ def test_web_binds_the_setting_has_no_faust_pages_and_hides_url_secrets(
         echoed = "/services/T000/***?token=***"  # the path as the receiver echoed it
         assert (letter.error, letter.stage) == ("sink", "sink-webhook")
         assert letter.reason == f"webhook: webhook {shown}: HTTP 404: no hook at {echoed}"
-        with urllib.request.urlopen(worker.url("/sinks"), timeout=5) as response:
-            sinks = json.load(response)
+        sinks = worker.get_json("/sinks")
         assert sinks["webhook"]["urls"] == [shown]
         assert sinks["webhook"]["rejected"] >= 1
         page = json.dumps(sinks)
