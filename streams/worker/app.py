@@ -130,7 +130,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> IocApp:
         resolved_keep_ms=int(settings.console.resolved_keep_s * 1000),
         max_alerts=settings.console.max_alerts,
     )
-    app.board_feed = BoardFeed(settings, board)
+    app.board_feed = BoardFeed(settings, board, on_crash=app.crash)
     sink_stages = [
         SinkStage(settings, app.metrics, sink, silenced=board.silenced, on_crash=app.crash)
         for sink in configured_sinks(settings)

@@ -31,6 +31,7 @@ from streams.core.board import Board
 from streams.core.progress import is_progress
 from streams.worker.kafka import client_options
 from streams.worker.settings import Settings
+from streams.worker.stages.base import CrashHandler
 from streams.worker.topics import ALERT_ACTIONS, ALERTS
 
 __all__ = ["BoardCollector", "BoardFeed"]
@@ -41,8 +42,11 @@ log = logging.getLogger(__name__)
 class BoardFeed(Service):
     """Keeps `board` up to date; `changed` wakes the live streams after each change."""
 
-    def __init__(self, settings: Settings, board: Board, **kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, board: Board, on_crash: CrashHandler | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self._on_crash = on_crash
         self.settings = settings
         self.board = board
         self.options = client_options(settings.kafka)
@@ -107,6 +111,19 @@ class BoardFeed(Service):
 
     @Service.task
     async def _read(self) -> None:
+        try:
+            await self._fold_forever()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not one record's fault (those are counted and skipped): the broker, or a
+            # bug. A console that silently stops changing is worse than a stopped worker.
+            log.exception("the console's board feed crashed")
+            if self._on_crash is not None:
+                await self._on_crash(exc)
+            raise
+
+    async def _fold_forever(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         board = self.board
