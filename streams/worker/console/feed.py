@@ -81,12 +81,13 @@ class BoardFeed(Service):
 
     async def _partitions(self, topic: str) -> set[int]:
         assert self._consumer is not None
-        for _ in range(50):  # the metadata of a topic created a moment ago
+        for _ in range(300):  # the metadata of a topic created a moment ago
             found = self._consumer.partitions_for_topic(topic)
             if found:
                 return found
-            await self._consumer.topics()  # fetches the cluster's metadata again
-            await asyncio.sleep(0.1)
+            # `topics()` would fetch the metadata without updating the consumer's own.
+            await self._consumer._client.force_metadata_update()
+            await asyncio.sleep(0.2)
         raise RuntimeError(f"topic {topic} has no partitions: create the topics first")
 
     async def on_stop(self) -> None:
