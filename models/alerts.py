@@ -135,6 +135,12 @@ class Alert:
     def rule(self) -> str:
         return self.labels["alertname"]
 
+    @property
+    def order(self) -> tuple[int, int]:
+        """Which of two records of one fingerprint is the later state: the later episode,
+        and within one, the resolution after the firing."""
+        return (self.starts_at_ms, 0 if self.state == "firing" else 1)
+
     def to_json(self) -> bytes:
         ends_at = self.ends_at_ms
         return orjson.dumps(

@@ -240,10 +240,6 @@ def postable_alert(
     return payload
 
 
-def _order(alert: Alert) -> tuple[int, int]:
-    return (alert.starts_at_ms, 0 if alert.state == "firing" else 1)
-
-
 # -- the sink ------------------------------------------------------------------------
 
 
@@ -325,7 +321,7 @@ class AlertmanagerSink:
                 continue
             self._taken += 1
             held = self._entries.get(alert.fingerprint)
-            if held is not None and _order(alert) < _order(held.alert):
+            if held is not None and alert.order < held.alert.order:
                 continue  # an older state (a replay, or out of order): never resurrect
             # Re-inserted, so that the dict runs from the least recently updated.
             self._entries.pop(alert.fingerprint, None)
@@ -453,7 +449,7 @@ class AlertmanagerSink:
             if not alert.labels.get("alertname"):
                 continue
             held = latest.get(alert.fingerprint)
-            if held is not None and _order(alert) < _order(held[0]):
+            if held is not None and alert.order < held[0].order:
                 continue
             taken_ms = now_ms if produced_ms < 0 else min(produced_ms, now_ms)
             latest[alert.fingerprint] = (alert, record, taken_ms)
@@ -463,7 +459,7 @@ class AlertmanagerSink:
             latest.items(), key=lambda item: item[1][2]
         ):
             held_entry = self._entries.get(fingerprint)
-            if held_entry is not None and _order(alert) <= _order(held_entry.alert):
+            if held_entry is not None and alert.order <= held_entry.alert.order:
                 continue
             if alert.state == "resolved" and now_ms - taken_ms > forget_after_ms:
                 # `tick` would forget it at once; an earlier part's state of it is over.

@@ -103,10 +103,6 @@ def _order(action: AlertAction) -> tuple[int, str]:
     return (action.at_ms, action.id)
 
 
-def _alert_order(alert: Alert) -> tuple[int, int]:
-    return (alert.starts_at_ms, 1 if alert.state == "resolved" else 0)
-
-
 @dataclass(slots=True)
 class Entry:
     """One alert on the board."""
@@ -241,7 +237,7 @@ class Board:
             entry = Entry(alert, self._family(alert), self._group(alert), actions, acted)
             self.entries[alert.fingerprint] = entry
             self._evict()
-        elif _alert_order(alert) < _alert_order(entry.alert):
+        elif alert.order < entry.alert.order:
             # An older episode's record, read after a newer one: nothing to show, but
             # its time counts as it would have, read first.
             entry.changed_ms = max(entry.changed_ms, stamp_ms)
