@@ -45,7 +45,10 @@ def mirror_silences(app: faust.App, config: AlertmanagerConfig) -> Any:
             except ValidationError:
                 continue  # not an action: the console's board counts it
             if action.action in ("silence", "unsilence"):
-                await _apply(silences, action, config.url)
+                try:
+                    await _apply(silences, action, config.url)
+                except Exception:  # one action's bug must not stop the agent
+                    log.exception("console %s %s not mirrored", action.action, action.id)
 
     return mirror
 
